@@ -1,0 +1,235 @@
+"""The primitive registry: every operation the engine differentiates, its forward beside its gradient.
+
+A primitive works on raw arrays (NumPy or CuPy). ``forward(*inputs, **params)`` computes the result;
+``vjp(g, ans, *inputs, **params)`` receives the gradient ``g`` of the loss with respect to that result, the
+result ``ans`` itself (so tanh, exp and sigmoid reuse it) and the inputs, and returns the vector-Jacobian
+product for each input, or ``None`` where an input gets no gradient.
+
+Gradients of broadcasting operations may come back in the broadcast shape: the engine reduces them to each
+input's shape in one place, :func:`unbroadcast`, never inside a rule.
+
+Everything not listed here (softmax, losses, ``-``, ``mean``, ...) is composed from these primitives, so the
+calculus to check lives in this one file. ``PRIMITIVES`` is a plain dict so tests can loop over it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .backend import scatter_add, xp_of
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One differentiable operation: its name, forward, VJP and the formula in one line."""
+
+    name: str
+    forward: Callable[..., Any]
+    vjp: Callable[..., tuple]
+    formula: str
+    # a primitive whose forward returns (outputs, residuals): residuals are kept for the VJP as ``res=``
+    has_residuals: bool = False
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def defprim(name: str, forward: Callable, vjp: Callable, formula: str, has_residuals: bool = False) -> Primitive:
+    """Register a primitive; a name can be registered once."""
+    if name in PRIMITIVES:
+        raise ValueError(f"primitive {name!r} is already registered")
+    prim = Primitive(name, forward, vjp, formula, has_residuals)
+    PRIMITIVES[name] = prim
+    return prim
+
+
+def unbroadcast(g: Any, shape: tuple) -> Any:
+    """Sum ``g`` over the axes that broadcasting added or stretched, so it has ``shape``."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
+
+
+def _expand_reduced(g: Any, x_shape: tuple, axis: Any, keepdims: bool) -> Any:
+    """Put back the axes a reduction removed, so ``g`` broadcasts against its input."""
+    if keepdims:
+        return g
+    if axis is None:
+        return g.reshape((1,) * len(x_shape))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % len(x_shape) for a in axes)
+    return g.reshape(tuple(1 if i in axes else n for i, n in enumerate(x_shape)))
+
+
+# --- elementwise arithmetic (broadcasting) -------------------------------------------------------------
+defprim("add", lambda a, b: a + b, lambda g, ans, a, b: (g, g), "d(a+b) = (g, g)")
+defprim("mul", lambda a, b: a * b, lambda g, ans, a, b: (g * b, g * a), "d(a*b) = (g*b, g*a)")
+defprim("div", lambda a, b: a / b, lambda g, ans, a, b: (g / b, -g * ans / b), "d(a/b) = (g/b, -g*a/b**2)")
+defprim("neg", lambda x: -x, lambda g, ans, x: (-g,), "d(-x) = -g")
+defprim(
+    "pow",
+    lambda x, exponent: x**exponent,
+    lambda g, ans, x, exponent: (g * exponent * x ** (exponent - 1),),
+    "d(x**p) = g*p*x**(p-1), p a constant",
+)
+defprim(
+    "maximum",
+    lambda a, b: xp_of(a, b).maximum(a, b),
+    lambda g, ans, a, b: (g * (a >= b), g * (a < b)),
+    "d max(a,b) = g to the larger input (to a on ties)",
+)
+
+# --- elementwise functions ------------------------------------------------------------------------------
+defprim("exp", lambda x: xp_of(x).exp(x), lambda g, ans, x: (g * ans,), "d exp(x) = g*ans")
+defprim("log", lambda x: xp_of(x).log(x), lambda g, ans, x: (g / x,), "d log(x) = g/x")
+defprim("tanh", lambda x: xp_of(x).tanh(x), lambda g, ans, x: (g * (1 - ans * ans),), "d tanh(x) = g*(1-ans**2)")
+
+
+def _sigmoid(x: Any) -> Any:
+    # 1/(1+exp(-x)) overflows for large -x; this form is exact and never overflows
+    return 0.5 * (1 + xp_of(x).tanh(0.5 * x))
+
+
+defprim("sigmoid", _sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid(x) = g*ans*(1-ans)")
+defprim("relu", lambda x: x * (x > 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")
+defprim("abs", lambda x: xp_of(x).abs(x), lambda g, ans, x: (g * xp_of(x).sign(x),), "d |x| = g*sign(x)")
+
+# --- linear algebra ----------------------------------------------------------------------------------------
+
+
+def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
+    """d(a@b) = (g @ b^T, a^T @ g), with vectors promoted to matrices and back."""
+    xp = xp_of(a, b)
+    if a.ndim == 1 and b.ndim == 1:
+        return g * b, g * a
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g
+    if a.ndim == 1:
+        g2 = xp.expand_dims(g2, -2)
+    if b.ndim == 1:
+        g2 = xp.expand_dims(g2, -1)
+    ga = g2 @ xp.swapaxes(b2, -1, -2)
+    gb = xp.swapaxes(a2, -1, -2) @ g2
+    if a.ndim == 1:
+        ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
+    if b.ndim == 1:
+        gb = gb.reshape(gb.shape[:-1])
+    return ga, gb
+
+
+defprim("matmul", lambda a, b: a @ b, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
+
+# --- reductions ----------------------------------------------------------------------------------------------
+defprim(
+    "sum",
+    lambda x, axis=None, keepdims=False: x.sum(axis=axis, keepdims=keepdims),
+    lambda g, ans, x, axis=None, keepdims=False: (
+        xp_of(x).broadcast_to(_expand_reduced(g, x.shape, axis, keepdims), x.shape),
+    ),
+    "d sum(x) = g broadcast back over the summed axes",
+)
+
+
+def _max_vjp(g: Any, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> tuple:
+    ans_k = _expand_reduced(ans, x.shape, axis, keepdims)
+    hit = x == ans_k
+    hit = hit.astype(g.dtype)
+    share = hit / hit.sum(axis=axis, keepdims=True)  # ties split the gradient evenly
+    return (_expand_reduced(g, x.shape, axis, keepdims) * share,)
+
+
+defprim(
+    "max",
+    lambda x, axis=None, keepdims=False: x.max(axis=axis, keepdims=keepdims),
+    _max_vjp,
+    "d max(x) = g to the maximal entries, split evenly among ties",
+)
+
+
+def _logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
+    xp = xp_of(x)
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m
+    return out if keepdims else out.squeeze(axis=axis)
+
+
+defprim(
+    "logsumexp",
+    _logsumexp,
+    lambda g, ans, x, axis=-1, keepdims=False: (
+        _expand_reduced(g, x.shape, axis, keepdims) * xp_of(x).exp(x - _expand_reduced(ans, x.shape, axis, keepdims)),
+    ),
+    "d logsumexp(x) = g*softmax(x); forward shifted by the max, so it never overflows",
+)
+
+# --- shape and indexing ---------------------------------------------------------------------------------------
+defprim(
+    "reshape",
+    lambda x, shape: x.reshape(shape),
+    lambda g, ans, x, shape: (g.reshape(x.shape),),
+    "d reshape(x) = g reshaped back",
+)
+defprim(
+    "transpose",
+    lambda x, axes: x.transpose(axes),
+    lambda g, ans, x, axes: (g.transpose(tuple(np.argsort(axes))),),
+    "d transpose(x, axes) = g transposed by the inverse permutation",
+)
+
+
+def _is_basic_index(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in items)
+
+
+def _getitem_vjp(g: Any, ans: Any, x: Any, index: Any) -> tuple:
+    out = xp_of(x).zeros_like(x)
+    if _is_basic_index(index):
+        out[index] = g  # a basic index selects each element at most once
+    else:
+        scatter_add(out, index, g)  # an integer array may repeat an index: gradients add up
+    return (out,)
+
+
+defprim("getitem", lambda x, index: x[index], _getitem_vjp, "d x[i] = scatter-add of g into zeros at i")
+
+
+def _concatenate_vjp(g: Any, ans: Any, *xs: Any, axis: int = 0) -> tuple:
+    ends = np.cumsum([x.shape[axis] for x in xs])
+    return tuple(xp_of(g).split(g, ends[:-1].tolist(), axis=axis))
+
+
+defprim(
+    "concatenate",
+    lambda *xs, axis=0: xp_of(*xs).concatenate(xs, axis=axis),
+    _concatenate_vjp,
+    "d concatenate(xs) = g split at the inputs' boundaries",
+)
+defprim(
+    "stack",
+    lambda *xs, axis=0: xp_of(*xs).stack(xs, axis=axis),
+    lambda g, ans, *xs, axis=0: tuple(xp_of(g).moveaxis(g, axis, 0)),
+    "d stack(xs) = g unstacked along the new axis",
+)
+defprim(
+    "where",
+    lambda a, b, condition: xp_of(a, b, condition).where(condition, a, b),
+    lambda g, ans, a, b, condition: (g * condition, g * ~condition),
+    "d where(c, a, b) = (g*c, g*~c); the condition gets no gradient",
+)
+defprim(
+    "cast",
+    lambda x, dtype: x.astype(dtype),
+    lambda g, ans, x, dtype: (g.astype(x.dtype),),
+    "d cast(x) = g cast back to x's dtype",
+)

@@ -1,0 +1,105 @@
+"""Optimizers that update parameters in place from their ``.grad``: ``SGD`` and ``Adam`` with PyTorch's
+update rules, and ``clip_grad_norm_``. Updates run on raw arrays, outside the graph, on the parameters'
+own device, so a training step never copies to the host."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .backend import xp_of
+from .tensor import Tensor
+
+
+class Optimizer:
+    """Holds the parameters and per-parameter state; ``zero_grad`` forgets gradients."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"parameter {i} must be a Tensor with requires_grad=True; got {type(p).__name__}")
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0; got {lr}")
+        self.lr = lr
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                self._update(p, p.grad.data, state)
+
+    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """v <- momentum v + (g + wd p); p <- p - lr v (or lr (g + momentum v) with nesterov)."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov momentum needs momentum > 0")
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+
+    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            if "velocity" not in state:
+                state["velocity"] = g.copy()
+            else:
+                state["velocity"] *= self.momentum
+                state["velocity"] += g
+            g = g + self.momentum * state["velocity"] if self.nesterov else state["velocity"]
+        p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba): m, v running moments of g and g^2; p <- p - lr m_hat / (sqrt(v_hat) + eps)."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must lie in [0, 1); got {betas}")
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+
+    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+        xp = xp_of(p.data)
+        b1, b2 = self.betas
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if not state:
+            state["step"], state["m"], state["v"] = 0, xp.zeros_like(p.data), xp.zeros_like(p.data)
+        state["step"] += 1
+        t, m, v = state["step"], state["m"], state["v"]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        correction1, correction2 = 1 - b1**t, 1 - b2**t
+        denom = xp.sqrt(v) / (correction2**0.5) + self.eps
+        p.data -= (self.lr / correction1) * m / denom
+
+
+def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
+    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
+
+    As in PyTorch the scale min(1, max_norm / (norm + 1e-6)) is applied without asking the host, so no
+    GPU synchronisation happens here.
+    """
+    grads = [p.grad.data for p in params if p.grad is not None]
+    if not grads:
+        raise ValueError("clip_grad_norm_: no parameter has a gradient (call backward() first)")
+    xp = xp_of(*grads)
+    total = xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in grads))
+    scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
+    for g in grads:
+        g *= scale.astype(g.dtype)
+    return Tensor._make(total, False, None)
