@@ -130,9 +130,13 @@ def to_backend(a: Any, name: str) -> Any:
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` where repeated indices accumulate (NumPy's ``add.at``)."""
     if is_cupy_array(target):
-        import cupyx  # noqa: PLC0415
+        cupy = _import_cupy()
+        if hasattr(cupy.add, "at"):  # CuPy 13+: cupyx.scatter_add is deprecated in its favour
+            cupy.add.at(target, index, values)
+        else:
+            import cupyx  # noqa: PLC0415
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
 
@@ -169,4 +173,6 @@ def uniform_like(a: Any) -> Any:
 
 
 _requested = os.environ.get(ENV_VAR, "numpy").strip().lower() or "numpy"
+if _requested not in BACKENDS:
+    raise ValueError(f"environment variable {ENV_VAR}={_requested!r} names an unknown backend: expected one of {BACKENDS}")
 set_backend(_requested)

@@ -21,12 +21,19 @@ def _as_tensor(x: Any) -> Tensor:
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """softmax(x)_i = exp(x_i - logsumexp(x))."""
-    return (x - x.logsumexp(axis=axis, keepdims=True)).exp()
+    return log_softmax(x, axis).exp()
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """log softmax(x)_i = x_i - logsumexp(x), stable for any size of x."""
-    return x - x.logsumexp(axis=axis, keepdims=True)
+    """log softmax(x)_i = x_i - logsumexp(x), stable for any size of x.
+
+    Computed as s - logsumexp(s) with s = x - max(x): the max is a constant shift (log_softmax(x - c) =
+    log_softmax(x)), and subtracting it first keeps the result's precision when the logits are large.
+    """
+    xp = xp_of(x.data)
+    m = x.data.max(axis=axis, keepdims=True)
+    shifted = x - xp.where(xp.isfinite(m), m, 0)
+    return shifted - shifted.logsumexp(axis=axis, keepdims=True)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

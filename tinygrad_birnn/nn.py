@@ -58,12 +58,16 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"call super().__init__() in {type(self).__name__}.__init__ before setting attributes")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # a replaced entry keeps its place in the order, as in PyTorch; anything else is unregistered
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -74,9 +78,12 @@ class Module:
 
     # --- traversal --------------------------------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
-        stack = [(prefix, self)]
+        stack, seen = [(prefix, self)], set()
         while stack:
             name, module = stack.pop()
+            if id(module) in seen:  # a module reachable twice (shared weights) is listed once, as in PyTorch
+                continue
+            seen.add(id(module))
             yield name, module
             children = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
             stack.extend(reversed(children))
@@ -86,9 +93,12 @@ class Module:
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) for this module and every submodule, in registration order."""
+        seen = set()
         for name, module in self.named_modules():
             for pname, p in module._parameters.items():
-                yield (f"{name}.{pname}" if name else pname), p
+                if id(p) not in seen:  # a tied parameter is listed (and trained) once
+                    seen.add(id(p))
+                    yield (f"{name}.{pname}" if name else pname), p
 
     def parameters(self) -> Iterator[Parameter]:
         return (p for _, p in self.named_parameters())
@@ -112,14 +122,18 @@ class Module:
                 arr = _host_array(state[name])
                 if tuple(arr.shape) != p.shape:
                     problems.append(f"{name}: expected shape {p.shape}, got {tuple(arr.shape)}")
-                arrays[name] = arr
+                    continue
+                try:  # convert now, so a bad entry fails before any parameter has changed
+                    arrays[name] = arr.astype(p.dtype)
+                except (TypeError, ValueError) as error:
+                    problems.append(f"{name}: cannot convert {arr.dtype} to {p.dtype} ({error})")
         if strict and (missing or unexpected):
             problems.insert(0, f"missing keys {missing}, unexpected keys {unexpected}")
         if problems:
             raise StateDictError(f"cannot load state dict into {type(self).__name__}: " + "; ".join(problems))
         for name, arr in arrays.items():
             p = own[name]
-            p.data = backend.to_backend(arr.astype(p.dtype), p.device)
+            p.data = backend.to_backend(arr, p.device)
 
     # --- modes, gradients, dtypes, devices ------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -256,3 +270,6 @@ def load(path: str) -> "OrderedDict[str, np.ndarray]":
     """Read a state dict written by :func:`save`."""
     with np.load(path) as f:
         return OrderedDict((k, f[k]) for k in f.files)
+
+
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)

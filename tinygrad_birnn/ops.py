@@ -99,7 +99,8 @@ def _sigmoid(x: Any) -> Any:
 
 
 defprim("sigmoid", _sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid(x) = g*ans*(1-ans)")
-defprim("relu", lambda x: x * (x > 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")
+# maximum, not x*(x>0): that gives nan at -inf and -0.0 for negative x
+defprim("relu", lambda x: xp_of(x).maximum(x, 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")
 defprim("abs", lambda x: xp_of(x).abs(x), lambda g, ans, x: (g * xp_of(x).sign(x),), "d |x| = g*sign(x)")
 
 # --- linear algebra ----------------------------------------------------------------------------------------

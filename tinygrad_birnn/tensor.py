@@ -82,17 +82,17 @@ class Tensor:
     """An n-dimensional array with an optional gradient, shaped like PyTorch's ``torch.Tensor``.
 
     ``Tensor(data)`` places ``data`` on the current backend. Python floats and lists of them become
-    float32 (the default, as in PyTorch); a NumPy array keeps its dtype, so float64 stays float64.
+    float32 (the default, as in PyTorch); a NumPy array keeps its dtype, so float64 stays float64. The data
+    is copied, as ``torch.tensor`` copies it.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None):
-        if isinstance(data, Tensor):
-            data = data.data
-        elif backend.is_cupy_array(data):
-            pass
+        given = data.data if isinstance(data, Tensor) else data
+        if isinstance(data, Tensor) or backend.is_cupy_array(data):
+            data = given
         elif isinstance(data, (np.ndarray, np.generic)):
             data = backend.to_backend(data, backend.backend_name())
         else:
@@ -104,6 +104,8 @@ class Tensor:
             data = backend.to_backend(host, backend.backend_name())
         if dtype is not None and data.dtype != np.dtype(dtype):
             data = data.astype(dtype)
+        if data is given:
+            data = data.copy()  # as torch.tensor: the tensor owns its data, so in-place updates never leak out
         if requires_grad and not _is_float(data.dtype):
             raise TypeError(f"only floating-point tensors can require gradients; got dtype {data.dtype}")
         self.data = data

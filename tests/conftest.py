@@ -1,0 +1,31 @@
+"""Shared pytest fixtures for the engine's unit tests."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinygrad_birnn as tg
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def xp_backend(request):
+    """Run the test once per backend: 'numpy' always, 'cupy' only where a GPU is usable.
+
+    The cupy case skips with the library's own explanation of what is missing. The backend is set for the
+    test and put back to 'numpy' afterwards, whatever happens.
+    """
+    name = request.param
+    try:
+        xp = tg.set_backend(name)
+    except RuntimeError as error:
+        pytest.skip(f"{name} backend unavailable: {error}")
+    try:
+        yield xp
+    finally:
+        tg.set_backend("numpy")
+
+
+@pytest.fixture
+def rng():
+    """A seeded NumPy generator, so every test draws the same numbers on every run."""
+    return np.random.default_rng(1234)
