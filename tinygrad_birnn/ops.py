@@ -119,7 +119,11 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
     if b.ndim == 1:
         g2 = xp.expand_dims(g2, -1)
     ga = g2 @ xp.swapaxes(b2, -1, -2)
-    gb = xp.swapaxes(a2, -1, -2) @ g2
+    if a2.ndim > 2 and b2.ndim == 2:  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
+        k = a2.shape[-1]                # one (k, N) @ (N, n) product instead of a batch of small ones
+        gb = a2.reshape(-1, k).T @ g2.reshape(-1, g2.shape[-1])
+    else:
+        gb = xp.swapaxes(a2, -1, -2) @ g2
     if a.ndim == 1:
         ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
     if b.ndim == 1:
