@@ -1,8 +1,10 @@
 """One training step of a 1-layer bidirectional RNN (tanh) or LSTM + linear readout + cross-entropy, float32:
-the library on NumPy and on CuPy against PyTorch on the CPU and on CUDA (cuDNN, FP32 and TF32), side by side.
+the library on NumPy and on CuPy (each implementation: ``fused``, ``batched``) against PyTorch on the CPU and on
+CUDA (cuDNN, FP32 and TF32), side by side.
 
     python benchmarks/bench_gpu_rnn.py                 # all sizes, all peers present
     python benchmarks/bench_gpu_rnn.py --sizes S M --cells rnn --repeats 20 --json out.json
+    python benchmarks/bench_gpu_rnn.py --impls batched # only the batched implementation of the library
 
 Prints ms per step (medians) and each row's ratio to cuDNN FP32 in the same run; peers that are not installed
 (cupy, torch, a CUDA device) are skipped with a message. Never a unit test: timings are for reading, not asserting.
@@ -95,13 +97,19 @@ def torch_step(size: str, cell: str, device: str, tf32: bool = False):
     return step, sync
 
 
+def library_label(name: str, impl: str) -> str:
+    return f"tinygrad_birnn {name} {impl}"
+
+
 def peers(args):
     """(label, factory) for every peer that can run here; prints why the others are skipped."""
-    rows = [("tinygrad_birnn numpy", lambda s, c: library_step(s, c, "numpy"))]
+    names = ["numpy"]
     if backend.gpu_available():
-        rows.append(("tinygrad_birnn cupy", lambda s, c: library_step(s, c, "cupy")))
+        names.append("cupy")
     else:
         print("skip tinygrad_birnn cupy: no CUDA GPU usable by cupy")
+    rows = [(library_label(name, impl), lambda s, c, name=name, impl=impl: library_step(s, c, name, impl=impl))
+            for name in names for impl in args.impls]
     try:
         import torch
     except ImportError:
@@ -121,6 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm"])
+    parser.add_argument("--impls", nargs="+", default=["fused", "batched"], choices=["fused", "batched", "steps"],
+                        help="the library's implementations to time (impl= of its layers)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (match your BLAS)")
@@ -155,11 +165,13 @@ def main() -> None:
                 if label == "PyTorch cuDNN FP32":
                     base = ms
                 line.append((label, ms))
-                results["rows"].append({"cell": cell, "size": size, "TBDH": SIZES[size], "peer": label, "ms": ms})
+                impl = label.split()[-1] if label.startswith("tinygrad_birnn") else None
+                results["rows"].append({"cell": cell, "size": size, "TBDH": SIZES[size], "peer": label, "impl": impl,
+                                        "ms": ms})
             print(f"\n{cell.upper()} {size} (T, B, D, H) = {SIZES[size]}")
             for label, ms in line:
                 ratio = f"{ms / base:6.2f}x cuDNN" if base else ""
-                print(f"  {label:<24} {ms:9.2f} ms  {ratio}")
+                print(f"  {label:<30} {ms:9.2f} ms  {ratio}")
     for row in results["rows"]:
         fp32 = [r["ms"] for r in results["rows"] if r["cell"] == row["cell"] and r["size"] == row["size"] and r["peer"] == "PyTorch cuDNN FP32"]
         row["ratio_to_cudnn_fp32"] = row["ms"] / fp32[0] if fp32 else None

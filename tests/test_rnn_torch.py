@@ -89,7 +89,7 @@ def compare(mode, nonlinearity, impl, layers, bidirectional, batch_first, bias, 
     return errors
 
 
-@pytest.mark.parametrize("impl", ["fused", "steps"])
+@pytest.mark.parametrize("impl", ["fused", "steps", "batched"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("mode,nonlinearity", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("layers,batch_first,bias,given_hx,lengths", VARIANTS)

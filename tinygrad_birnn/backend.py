@@ -57,6 +57,11 @@ def gpu_available() -> bool:
     return True
 
 
+def cupy_module() -> ModuleType:
+    """The cupy module itself (for CuPy-only tools such as ElementwiseKernel); raises where no GPU is usable."""
+    return _import_cupy()
+
+
 def available_backends() -> list[str]:
     """The backends that can run on this machine: always 'numpy', and 'cupy' where a GPU is usable."""
     return ["numpy", "cupy"] if gpu_available() else ["numpy"]

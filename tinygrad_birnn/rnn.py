@@ -512,7 +512,9 @@ def fused_layer(mode: str, x: Tensor, hx: Any, weights: Sequence[Sequence[Tensor
     return apply(PRIMITIVES["rnn_layer"], x, hx, *flat, nonlinearity=nonlinearity, **params)
 
 
-IMPLEMENTATIONS = {"fused": fused_layer, "steps": steps_layer}
+from .fast_rnn import batched_layer  # noqa: E402 (fast_rnn builds on the helpers above)
+
+IMPLEMENTATIONS = {"fused": fused_layer, "steps": steps_layer, "batched": batched_layer}
 
 
 # =============================================================================================================
@@ -581,7 +583,8 @@ class RNNBase(Module):
 
     @property
     def impl(self) -> str:
-        """'fused' (one autograd node per layer, the default) or 'steps' (the cells, step by step)."""
+        """'fused' (one autograd node per layer, the default), 'steps' (the cells, step by step) or 'batched'
+        (both directions in one batched step with fused cell kernels on CuPy: :mod:`tinygrad_birnn.fast_rnn`)."""
         return self._impl
 
     @impl.setter
