@@ -26,21 +26,22 @@ print("GPU:", props["name"].decode(), "| cupy", cupy.__version__, "| numpy", num
 PY
 
 xdist=""
-python3 -c "import xdist" 2>/dev/null && xdist="-n 6"
+python3 -c "import xdist" 2>/dev/null && xdist="-n ${GPU_CHECK_WORKERS:-8}"
+
+echo "== benchmark =="
+timeout 200 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
+bench=${PIPESTATUS[0]}
 
 echo "== unit tests (numpy and cupy cases) =="
-timeout 240 python3 -m pytest tests -q -rs $xdist -o addopts="-p no:cacheprovider --ignore=tests/browser" \
+timeout 150 python3 -m pytest tests -q -rs $xdist -o addopts="-p no:cacheprovider --ignore=tests/browser" \
   2>&1 | tee "$out/unit.log"
 unit=${PIPESTATUS[0]}
 
 echo "== notebooks on cupy (nbval-lax) =="
-TINYGRAD_BIRNN_BACKEND=cupy timeout 300 python3 -m pytest book -q $xdist \
+# --dist loadfile keeps each notebook's cells in one worker, so they run in order in one kernel
+TINYGRAD_BIRNN_BACKEND=cupy timeout 240 python3 -m pytest book -q ${xdist:+$xdist --dist loadfile} \
   -o addopts="-p no:cacheprovider --nbval-lax --nbval-current-env" 2>&1 | tee "$out/notebooks.log"
 notebooks=${PIPESTATUS[0]}
-
-echo "== benchmark =="
-timeout 200 python3 benchmarks/bench_gpu_rnn.py --repeats 15 --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
-bench=${PIPESTATUS[0]}
 
 {
   echo "== summary ($(( $(date +%s) - start )) s) =="
@@ -49,5 +50,6 @@ bench=${PIPESTATUS[0]}
   echo "notebooks:  exit $notebooks | $(grep -E '[0-9]+ (passed|failed)' "$out/notebooks.log" | tail -1)"
   echo "benchmark:  exit $bench"
   grep -E '^(RNN|LSTM) |^  ' "$out/bench.log" || true
+  grep -E '^(FAILED|ERROR)' "$out/unit.log" "$out/notebooks.log" | head -40 || true
 } | tee "$out/summary.txt"
 [ "$unit" = 0 ] && [ "$notebooks" = 0 ] && [ "$bench" = 0 ]
