@@ -4,6 +4,7 @@
 # in the cells still hold), then the GPU benchmark. Writes logs and a summary to $OUT (or gpu_results/).
 #
 #   bash tools/gpu_check.sh            # on a machine with an NVIDIA GPU, cupy and (optionally) torch
+#   bash tools/gpu_check.sh --no-bench # the tests and notebooks only
 #
 # Without network, carry the Jupyter kernel stack and nbval as wheels in .whl/ (see ../shared/gpu/README.md
 # or `bash tools/gpu_wheels.sh`): they are installed into .site/ and put on PYTHONPATH.
@@ -28,9 +29,14 @@ PY
 xdist=""
 python3 -c "import xdist" 2>/dev/null && xdist="-n ${GPU_CHECK_WORKERS:-8}"
 
-echo "== benchmark =="
-timeout 200 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
-bench=${PIPESTATUS[0]}
+bench=0
+if [ "${1:-}" != "--no-bench" ]; then
+  echo "== benchmark =="
+  timeout 200 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
+  bench=${PIPESTATUS[0]}
+else
+  echo "benchmark skipped (--no-bench)" > "$out/bench.log"
+fi
 
 echo "== unit tests (numpy and cupy cases) =="
 timeout 150 python3 -m pytest tests -q -rs $xdist -o addopts="-p no:cacheprovider --ignore=tests/browser" \
