@@ -44,9 +44,13 @@ timeout 150 python3 -m pytest tests -q -rs $xdist -o addopts="-p no:cacheprovide
 unit=${PIPESTATUS[0]}
 
 echo "== notebooks on cupy (nbval-lax) =="
-# --dist loadfile keeps each notebook's cells in one worker, so they run in order in one kernel
-TINYGRAD_BIRNN_BACKEND=cupy timeout 240 python3 -m pytest book -q ${xdist:+$xdist --dist loadfile} \
-  -o addopts="-p no:cacheprovider --nbval-lax --nbval-current-env" 2>&1 | tee "$out/notebooks.log"
+# --dist loadfile keeps each notebook's cells in one worker, so they run in order in one kernel. Four workers:
+# with eight, one of eight kernels starting at once died before its first reply (seen once on an H200).
+nb_workers=""
+[ -n "$xdist" ] && nb_workers="-n ${GPU_CHECK_NOTEBOOK_WORKERS:-4} --dist loadfile"
+TINYGRAD_BIRNN_BACKEND=cupy timeout 300 python3 -m pytest book -q $nb_workers \
+  -o addopts="-p no:cacheprovider --nbval-lax --nbval-current-env --nbval-kernel-startup-timeout=120" \
+  2>&1 | tee "$out/notebooks.log"
 notebooks=${PIPESTATUS[0]}
 
 {
