@@ -176,16 +176,16 @@ def test_gradcheck_step_by_step(mode):
 @pytest.mark.primitive("unstack")
 def test_unstack_gives_slices_and_stacks_gradients_back():
     x = tg.Tensor(np.arange(12.0).reshape(3, 2, 2), requires_grad=True)
-    parts = rnn.unstack(x)
+    parts = tg.unstack(x)
     assert len(parts) == 3 and all(p.shape == (2, 2) for p in parts)
     np.testing.assert_array_equal(parts[1].numpy(), x.numpy()[1])
     (parts[0] * 2 + parts[2] * 3).sum().backward()  # parts[1] unused: its gradient is zero
     expected = np.zeros((3, 2, 2))
     expected[0], expected[2] = 2, 3
     np.testing.assert_array_equal(x.grad.numpy(), expected)
-    one = rnn.unstack(tg.Tensor(np.ones((1, 3))))
+    one = tg.unstack(tg.Tensor(np.ones((1, 3))))
     assert isinstance(one, tuple) and one[0].shape == (3,)
-    assert tg.gradcheck(lambda a: tg.stack([p * (i + 1) for i, p in enumerate(rnn.unstack(a))]).tanh(),
+    assert tg.gradcheck(lambda a: tg.stack([p * (i + 1) for i, p in enumerate(tg.unstack(a))]).tanh(),
                         [np.random.default_rng(0).standard_normal((4, 3))])
 
 

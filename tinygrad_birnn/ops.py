@@ -226,6 +226,14 @@ defprim(
     lambda g, ans, *xs, axis=0: tuple(xp_of(g).moveaxis(g, axis, 0)),
     "d stack(xs) = g unstacked along the new axis",
 )
+# Indexing x[t] for every t would record one node per slice whose gradient fills a zero array of x's full size
+# (O(T^2) work for a sequence); one multi-output node hands out all slices and stacks their gradients back.
+defprim(
+    "unstack",
+    lambda x: tuple(x),
+    lambda g, ans, x: (xp_of(x).stack(g, axis=0),),
+    "d unstack(x) = the gradients of the slices stacked back along axis 0",
+)
 defprim(
     "where",
     lambda a, b, condition: xp_of(a, b, condition).where(condition, a, b),

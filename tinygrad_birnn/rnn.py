@@ -28,26 +28,9 @@ from . import functional as F
 from .backend import xp_of
 from .nn import Module, uniform_parameter
 from .ops import PRIMITIVES, defprim
-from .tensor import Tensor, apply, concatenate, stack, zeros
+from .tensor import Tensor, apply, concatenate, stack, unstack, zeros
 
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}  # gate blocks per weight matrix: LSTM (i, f, g, o), GRU (r, z, n)
-
-# --- unstack: x -> (x[0], ..., x[T-1]) as one node ----------------------------------------------------------
-# Indexing x[t] T times would record T nodes whose gradients each fill a zero array of x's full size
-# (O(T^2) work); one multi-output node hands each step its slice and stacks the T gradients back.
-defprim(
-    "unstack",
-    lambda x: tuple(x),
-    lambda g, ans, x: (xp_of(x).stack(g, axis=0),),
-    "d unstack(x) = the gradients of the slices stacked back along axis 0",
-)
-
-
-def unstack(x: Tensor) -> tuple:
-    """The slices x[0], ..., x[n-1] along the first axis, as one autograd node."""
-    out = apply(PRIMITIVES["unstack"], x)
-    return out if isinstance(out, tuple) else (out,)
-
 
 # =============================================================================================================
 # Step by step: the cells, composed of Tensor operations

@@ -528,6 +528,12 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     return apply(PRIMITIVES["stack"], *ts, axis=axis)
 
 
+def unstack(x: Tensor) -> tuple:
+    """The slices x[0], ..., x[n-1] along the first axis, as one autograd node (the inverse of ``stack``)."""
+    out = apply(PRIMITIVES["unstack"], x)
+    return out if isinstance(out, tuple) else (out,)
+
+
 def where(condition: Any, a: Any, b: Any) -> Tensor:
     """``a`` where ``condition`` holds, else ``b``; the condition gets no gradient."""
     cond = condition.data if isinstance(condition, Tensor) else condition
