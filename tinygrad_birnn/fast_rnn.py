@@ -227,6 +227,16 @@ def _hidden_weight_grads(xp: Any, delta2: Any, h_before2: Any) -> list:
     return list(xp.matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
 
 
+def _backward_setup(hs2: Any, weights: tuple, bias: bool, g_out: Any, mask: Any) -> tuple:
+    """What every batched VJP starts from: xp, the weights per direction, (T, D, B, H), the output gradient and
+    the mask in schedule order, and W_hh of all directions stacked."""
+    xp = xp_of(hs2)
+    w = _unpack(weights, bias)
+    dims = (hs2.shape[0] - 1, *hs2.shape[1:])
+    g2 = _to_schedule(xp, _directions(g_out, dims[1]), hs2.dtype)
+    return xp, w, dims, g2, _schedule_mask(xp, mask, dims[1]), _stacked_hidden(xp, w, hs2.dtype, transpose=False)
+
+
 # --- Elman RNN ------------------------------------------------------------------------------------------------
 def _rnn_batched_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh", mask: Any = None,
                          bias: bool = True, needs_input_grad: bool = True) -> tuple:
@@ -253,12 +263,8 @@ def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: 
     """BPTT, all directions per step: delta_s = m dE/dh_s act'; dE/dh_{s-1} = delta_s W_hh + (1 - m) dE/dh_s."""
     hs2, w_ih = res
     g_out, g_hn = g
-    xp = xp_of(hs2)
-    w = _unpack(weights, bias)
-    T, D, B, H = hs2.shape[0] - 1, *hs2.shape[1:]
+    xp, w, (T, D, B, H), g2, m2, w_hh = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    g2, m2 = _to_schedule(xp, _directions(g_out, D), dtype), _schedule_mask(xp, mask, D)
-    w_hh = _stacked_hidden(xp, w, dtype, transpose=False)
     delta2 = xp.empty((T, D, B, H), dtype=dtype)
     skip2 = xp.zeros((T + 1, D, B, H), dtype=dtype)
     dh_next = xp.empty((D, B, H), dtype=dtype)
@@ -305,12 +311,8 @@ def _lstm_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: 
     """BPTT through h = o tanh(c), c = f c_prev + i g, all directions per step; dc and skip carried alongside."""
     hs2, cs2, gates2, tanh_c2, w_ih = res
     g_out, g_hn, g_cn = g
-    xp = xp_of(hs2)
-    w = _unpack(weights, bias)
-    T, D, B, H = hs2.shape[0] - 1, *hs2.shape[1:]
+    xp, w, (T, D, B, H), g2, m2, w_hh = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    g2, m2 = _to_schedule(xp, _directions(g_out, D), dtype), _schedule_mask(xp, mask, D)
-    w_hh = _stacked_hidden(xp, w, dtype, transpose=False)
     delta2 = xp.empty((T, D, B, 4 * H), dtype=dtype)
     skip2 = xp.zeros((T + 1, D, B, H), dtype=dtype)
     dc2 = xp.empty((T + 1, D, B, H), dtype=dtype)
