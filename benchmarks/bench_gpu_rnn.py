@@ -1,10 +1,11 @@
 """One training step of a 1-layer bidirectional RNN (tanh) or LSTM + linear readout + cross-entropy, float32:
-the library on NumPy and on CuPy (each implementation: ``fused``, ``batched``) against PyTorch on the CPU and on
+the library on NumPy and on CuPy (each implementation: ``fused``, ``batched``, and ``graph``: the batched step
+captured once as a CUDA graph and replayed, :mod:`tinygrad_birnn.cuda_graph`) against PyTorch on the CPU and on
 CUDA (cuDNN, FP32 and TF32), side by side.
 
     python benchmarks/bench_gpu_rnn.py                 # all sizes, all peers present
     python benchmarks/bench_gpu_rnn.py --sizes S M --cells rnn --repeats 20 --json out.json
-    python benchmarks/bench_gpu_rnn.py --impls batched # only the batched implementation of the library
+    python benchmarks/bench_gpu_rnn.py --impls graph   # only the captured batched step of the library
 
 Prints ms per step (medians) and each row's ratio to cuDNN FP32 in the same run; peers that are not installed
 (cupy, torch, a CUDA device) are skipped with a message. Never a unit test: timings are for reading, not asserting.
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_birnn as tg  # noqa: E402
 from tinygrad_birnn import backend, nn, optim  # noqa: E402
 from tinygrad_birnn import functional as F  # noqa: E402
+from tinygrad_birnn.cuda_graph import CapturedStep  # noqa: E402
 
 SIZES = {"S": (32, 32, 32, 64), "M": (64, 64, 64, 128), "L": (128, 128, 128, 256), "XL": (256, 256, 256, 1024)}
 N_CLASSES = 16
@@ -49,13 +51,14 @@ def data(size: str, seed: int = 0):
     return rng.standard_normal((T, B, D)).astype(np.float32), rng.integers(0, N_CLASSES, size=(T, B))
 
 
-def library_step(size: str, cell: str, name: str, **layer_kwargs):
-    """A closure running one training step of the library on backend ``name``."""
+def library_step(size: str, cell: str, name: str, impl: str):
+    """A closure running one training step of the library on backend ``name``; impl 'graph' is the batched
+    layer's step captured as a CUDA graph."""
     tg.set_backend(name)
     tg.manual_seed(0)
     T, B, D, H = SIZES[size]
     x_host, y_host = data(size)
-    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(D, H, bidirectional=True, **layer_kwargs)
+    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(D, H, bidirectional=True, impl="batched" if impl == "graph" else impl)
     readout = nn.Linear(2 * H, N_CLASSES)
     params = list(layer.parameters()) + list(readout.parameters())
     opt = optim.Adam(params, lr=1e-3)
@@ -69,6 +72,9 @@ def library_step(size: str, cell: str, name: str, **layer_kwargs):
         loss.backward()
         opt.step()
 
+    if impl == "graph":
+        captured = CapturedStep(step)
+        return captured, backend.synchronize
     return step, backend.synchronize
 
 
@@ -109,7 +115,7 @@ def peers(args):
     else:
         print("skip tinygrad_birnn cupy: no CUDA GPU usable by cupy")
     rows = [(library_label(name, impl), lambda s, c, name=name, impl=impl: library_step(s, c, name, impl=impl))
-            for name in names for impl in args.impls]
+            for name in names for impl in args.impls if not (impl == "graph" and name == "numpy")]
     try:
         import torch
     except ImportError:
@@ -129,7 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm"])
-    parser.add_argument("--impls", nargs="+", default=["fused", "batched"], choices=["fused", "batched", "steps"],
+    parser.add_argument("--impls", nargs="+", default=["fused", "batched", "graph"],
+                        choices=["fused", "batched", "graph", "steps"],
                         help="the library's implementations to time (impl= of its layers)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
@@ -162,10 +169,13 @@ def main() -> None:
                     continue
                 finally:
                     tg.set_backend("numpy")
+                impl = label.split()[-1] if label.startswith("tinygrad_birnn") else None
+                if isinstance(step, CapturedStep) and step.mode != "graph":
+                    print(f"{cell} {size} {label}: not captured, timed uncaptured: {step.reason}")
+                    label += " (uncaptured)"
                 if label == "PyTorch cuDNN FP32":
                     base = ms
                 line.append((label, ms))
-                impl = label.split()[-1] if label.startswith("tinygrad_birnn") else None
                 results["rows"].append({"cell": cell, "size": size, "TBDH": SIZES[size], "peer": label, "impl": impl,
                                         "ms": ms})
             print(f"\n{cell.upper()} {size} (T, B, D, H) = {SIZES[size]}")

@@ -228,3 +228,38 @@ def test_optimizer_steps_keep_arrays_on_the_device(xp_backend):
                     assert backend.xp_of(value) is xp_backend
         for t, expected in zip(tensors, by_hand(params, grads, **kwargs)[-1]):
             np.testing.assert_allclose(t.numpy(), expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype,ctype", [(np.float32, "float"), (np.float64, "double")])
+def test_adam_gpu_kernel_body_equals_the_numpy_update_on_the_host(tmp_path, dtype, ctype):
+    """The CUDA body of Adam's fused kernel (optim._ADAM_SOURCE), compiled for the CPU, equals Adam on NumPy.
+
+    The step count enters as a float64 scalar, as on the GPU, where it lives in a 0-d device array."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to run the kernel body on the host")
+    in_params, out_params, body = optim._ADAM_SOURCE
+    assert in_params.startswith("T g, float64 t") and out_params == "T p, T m, T v"
+    source = (f"#include <cmath>\nusing std::pow; using std::sqrt; typedef {ctype} T;\n"
+              'extern "C" void adam(long n, const T* g_, double t, double lr, double b1, double b2, double eps,'
+              " T* p_, T* m_, T* v_) {\n  for (long i = 0; i < n; ++i) { const T& g = g_[i]; T& p = p_[i];"
+              f" T& m = m_[i]; T& v = v_[i]; {body} }}\n}}\n")
+    (tmp_path / "adam.cpp").write_text(source)
+    subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "adam.so"), str(tmp_path / "adam.cpp")],
+                   check=True, capture_output=True)
+    kernel = ctypes.CDLL(str(tmp_path / "adam.so")).adam
+    params, grads = make_problem(shapes=((7, 3),))
+    lr, betas, eps = 0.05, (0.8, 0.99), 1e-6
+    expected = run_ours(lambda ps: optim.Adam(ps, lr=lr, betas=betas, eps=eps), [params[0].astype(dtype)],
+                        [[g[0].astype(dtype)] for g in grads])
+    p, m, v = params[0].astype(dtype), np.zeros((7, 3), dtype), np.zeros((7, 3), dtype)
+    ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    for t, step_grads in enumerate(grads, start=1):
+        g = np.ascontiguousarray(step_grads[0].astype(dtype))
+        kernel(ctypes.c_long(p.size), ptr(g), ctypes.c_double(t), ctypes.c_double(lr), ctypes.c_double(betas[0]),
+               ctypes.c_double(betas[1]), ctypes.c_double(eps), ptr(p), ptr(m), ptr(v))
+        np.testing.assert_allclose(p, expected[t - 1][0], rtol=1e-5 if dtype == np.float32 else 1e-13)

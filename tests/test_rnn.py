@@ -311,9 +311,15 @@ def test_backward_twice_with_retain_graph_doubles_the_gradients(mode, nonlineari
     np.testing.assert_allclose(x.grad.numpy(), 2 * first["x"], rtol=1e-12, atol=1e-15)
 
 
-def test_no_grad_records_nothing_and_fused_is_the_default():
+def test_auto_picks_fused_on_the_cpu():
     layer = nn.LSTM(3, 4, bidirectional=True)
-    assert layer.impl == "fused"
+    assert layer.impl == "auto" and "impl=" not in repr(layer)
+    out, _ = layer(tg.Tensor(np.ones((2, 1, 3), dtype=np.float32), requires_grad=True))
+    assert out._node.prim.name == "lstm_layer"  # the fused layer's primitive (batched: *_batched)
+
+
+def test_no_grad_records_nothing():
+    layer = nn.LSTM(3, 4, bidirectional=True)
     x = tg.Tensor(np.ones((2, 1, 3), dtype=np.float32), requires_grad=True)
     with tg.no_grad():
         out, (h, c) = layer(x)

@@ -129,7 +129,36 @@ def to_backend(a: Any, name: str) -> Any:
         raise ValueError(f"unknown backend {name!r}: expected one of {BACKENDS}")
     if name == "numpy":
         return a.get() if is_cupy_array(a) else np.asarray(a)
+    if _capture is not None and _capture.capturing and not is_cupy_array(a):
+        raise CaptureError(
+            f"a host array of shape {np.shape(a)} is copied to the GPU inside a step being captured as a CUDA "
+            "graph; a graph replays device work only, so create it on the device before the step (or outside it)")
     return _import_cupy().asarray(a)
+
+
+# --- matrix products, and the hook a CUDA-graph capture routes them through -----------------------------------
+class CaptureError(RuntimeError):
+    """Something in a step cannot be captured as a CUDA graph (see :mod:`tinygrad_birnn.cuda_graph`)."""
+
+
+_capture: Any = None  # while a step is warmed up or captured: the object whose .gemm(a, b, out) runs products,
+#                       with .capturing True while the stream records
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` (NumPy's matmul rules), written into ``out`` when given: every matrix product of the library.
+
+    Inside :class:`tinygrad_birnn.cuda_graph.CapturedStep` the products of CuPy arrays go through a cuBLAS
+    handle of the library's own (CuPy refuses its own during a capture); elsewhere this is ``xp.matmul``.
+    """
+    if _capture is not None and is_cupy_array(a):
+        return _capture.gemm(a, b, out)
+    return xp_of(a, b).matmul(a, b, out=out)
+
+
+def capturing() -> bool:
+    """True while a step is being captured as a CUDA graph (recorded, not run)."""
+    return _capture is not None and _capture.capturing
 
 
 def scatter_add(target: Any, index: Any, values: Any) -> None:

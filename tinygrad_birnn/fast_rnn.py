@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend
-from .backend import is_cupy_array, xp_of
+from .backend import is_cupy_array, matmul, xp_of
 from .ops import PRIMITIVES, defprim
 from .rnn import _input_grads, _pack_grads, _project, _sigmoid_, _unpack, fused_layer
 from .tensor import Tensor, apply
@@ -224,7 +224,7 @@ def _hidden_weight_grads(xp: Any, delta2: Any, h_before2: Any) -> list:
     def per_direction(a: Any) -> Any:
         return xp.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(D, T * B, a.shape[-1])
 
-    return list(xp.matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
+    return list(matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
 
 
 def _backward_setup(hs2: Any, weights: tuple, bias: bool, g_out: Any, mask: Any) -> tuple:
@@ -253,7 +253,7 @@ def _rnn_batched_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "ta
     z = xp.empty((D, B, H), dtype=dtype)
     hs2[0] = h0
     for s in range(T):
-        xp.matmul(hs2[s], w_hh_t, out=z)
+        matmul(hs2[s], w_hh_t, out=z)
         rnn_cell_forward(z, pre2[s], hs2[s], None if m2 is None else m2[s], hs2[s + 1], nonlinearity)
     return (_to_time_order(xp, hs2[1:], mask), hs2[T].copy()), (hs2, w_ih)
 
@@ -272,7 +272,7 @@ def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: 
     for s in reversed(range(T)):
         rnn_cell_backward(dh_next, skip2[s + 1], g2[s], hs2[s + 1], None if m2 is None else m2[s], delta2[s],
                           skip2[s], nonlinearity)
-        xp.matmul(delta2[s], w_hh, out=dh_next)
+        matmul(delta2[s], w_hh, out=dh_next)
     dh0 = dh_next + skip2[0]
     dw_hh = _hidden_weight_grads(xp, delta2, hs2[:-1])
     dx, dw_ih, db = _input_grads(xp, x, _to_time_order(xp, delta2), w_ih, w, needs_input_grad)
@@ -299,7 +299,7 @@ def _lstm_batched_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = N
     z = xp.empty((D, B, 4 * H), dtype=dtype)
     hs2[0], cs2[0] = h0, c0
     for s in range(T):
-        xp.matmul(hs2[s], w_hh_t, out=z)
+        matmul(hs2[s], w_hh_t, out=z)
         lstm_cell_forward(z, pre2[s], cs2[s], hs2[s], None if m2 is None else m2[s], gates2[s], tanh_c2[s],
                           cs2[s + 1], hs2[s + 1])
     out = _to_time_order(xp, hs2[1:], mask)
@@ -321,7 +321,7 @@ def _lstm_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: 
     for s in reversed(range(T)):
         lstm_cell_backward(dh_next, skip2[s + 1], g2[s], dc2[s + 1], gates2[s], tanh_c2[s], cs2[s],
                            None if m2 is None else m2[s], delta2[s], dc2[s], skip2[s])
-        xp.matmul(delta2[s], w_hh, out=dh_next)
+        matmul(delta2[s], w_hh, out=dh_next)
     dh0 = dh_next + skip2[0]
     dw_hh = _hidden_weight_grads(xp, delta2, hs2[:-1])
     dx, dw_ih, db = _input_grads(xp, x, _to_time_order(xp, delta2), w_ih, w, needs_input_grad)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import scatter_add, xp_of
+from .backend import matmul, scatter_add, xp_of
 
 
 @dataclass(frozen=True)
@@ -118,12 +118,12 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
         g2 = xp.expand_dims(g2, -2)
     if b.ndim == 1:
         g2 = xp.expand_dims(g2, -1)
-    ga = g2 @ xp.swapaxes(b2, -1, -2)
+    ga = matmul(g2, xp.swapaxes(b2, -1, -2))
     if a2.ndim > 2 and b2.ndim == 2:  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
         k = a2.shape[-1]                # one (k, N) @ (N, n) product instead of a batch of small ones
-        gb = a2.reshape(-1, k).T @ g2.reshape(-1, g2.shape[-1])
+        gb = matmul(a2.reshape(-1, k).T, g2.reshape(-1, g2.shape[-1]))
     else:
-        gb = xp.swapaxes(a2, -1, -2) @ g2
+        gb = matmul(xp.swapaxes(a2, -1, -2), g2)
     if a.ndim == 1:
         ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
     if b.ndim == 1:
@@ -131,7 +131,7 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
     return ga, gb
 
 
-defprim("matmul", lambda a, b: a @ b, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
+defprim("matmul", matmul, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
 
 # --- reductions ----------------------------------------------------------------------------------------------
 defprim(

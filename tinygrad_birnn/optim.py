@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
+
 from .backend import xp_of
 from .tensor import Tensor
 
@@ -75,6 +77,8 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         if self.weight_decay:
             g = g + self.weight_decay * p.data
+        if xp is not np:
+            return self._update_on_gpu(xp, p, g, state)
         if not state:
             state["step"], state["m"], state["v"] = 0, xp.zeros_like(p.data), xp.zeros_like(p.data)
         state["step"] += 1
@@ -86,6 +90,14 @@ class Adam(Optimizer):
         correction1, correction2 = 1 - b1**t, 1 - b2**t
         denom = xp.sqrt(v) / (correction2**0.5) + self.eps
         p.data -= (self.lr / correction1) * m / denom
+
+    def _update_on_gpu(self, xp: Any, p: Tensor, g: Any, state: dict) -> None:
+        """The same update as one fused kernel; the step count t lives on the device (a 0-d array), so a step
+        captured as a CUDA graph counts on when replayed instead of repeating the t it was captured with."""
+        if not state:
+            state["step"], state["m"], state["v"] = xp.zeros((), np.float64), xp.zeros_like(p.data), xp.zeros_like(p.data)
+        state["step"] += 1
+        _adam_kernel(xp)(g, state["step"], self.lr, *self.betas, self.eps, p.data, state["m"], state["v"])
 
 
 def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
@@ -103,3 +115,18 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
     for g in grads:
         g *= scale.astype(g.dtype)
     return Tensor._make(total, False, None)
+
+
+_ADAM_SOURCE = (
+    "T g, float64 t, float64 lr, float64 b1, float64 b2, float64 eps", "T p, T m, T v",
+    "m = (T)b1 * m + (T)(1 - b1) * g; v = (T)b2 * v + (T)(1 - b2) * g * g;"
+    " double c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t);"
+    " p -= (T)(lr / c1) * m / (sqrt(v) / (T)sqrt(c2) + (T)eps);")
+_adam: list = []
+
+
+def _adam_kernel(xp: Any) -> Any:
+    """Adam's update of p, m and v (and the bias corrections from t) as one CuPy ElementwiseKernel."""
+    if not _adam:
+        _adam.append(xp.ElementwiseKernel(*_ADAM_SOURCE, "tinygrad_birnn_adam"))
+    return _adam[0]

@@ -5,7 +5,7 @@ Two implementations compute the same layers:
 * **step by step** (:func:`steps_layer`): each cell is a few Tensor operations (:func:`rnn_cell`,
   :func:`lstm_cell`, :func:`gru_cell`), applied once per time step (:func:`run_direction`); the engine
   records every operation and differentiates them one by one. This is the version to read first.
-* **fused** (:func:`fused_layer`, the default): one autograd node per layer. Its forward runs both
+* **fused** (:func:`fused_layer`, the default on the CPU): one autograd node per layer. Its forward runs both
   directions over time on raw arrays with preallocated buffers; its VJP is backpropagation through time
   written by hand (Schuster & Paliwal's procedure for a bidirectional layer: the forward chain t = 1..T,
   the backward chain t = T..1, then the deltas back through both).
@@ -25,7 +25,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .backend import xp_of
+from .backend import matmul, xp_of
 from .nn import Module, uniform_parameter
 from .ops import PRIMITIVES, defprim
 from .tensor import Tensor, apply, concatenate, stack, unstack, zeros
@@ -158,7 +158,7 @@ def _project(xp: Any, x: Any, w: list, fold_hidden_bias: bool, dtype: Any) -> tu
     """pre = x W_ih^T + b for every step and direction, as one (T*B, I) @ (I, D*G*H) matmul."""
     T, B, I = x.shape
     w_ih = xp.concatenate([wd[0] for wd in w], axis=0) if len(w) > 1 else w[0][0]
-    pre = (x.reshape(T * B, I) @ w_ih.T).astype(dtype, copy=False)
+    pre = matmul(x.reshape(T * B, I), w_ih.T).astype(dtype, copy=False)
     if w[0][2] is not None:
         b = xp.concatenate([wd[2] + wd[3] if fold_hidden_bias else wd[2] for wd in w])
         pre += b
@@ -191,8 +191,8 @@ def _input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_gra
     """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db = sum dpre (one matmul each)."""
     T, B, I = x.shape
     d2 = dpre.reshape(T * B, -1)
-    dx = (d2 @ w_ih).reshape(T, B, I) if needs_input_grad else None
-    dw_ih = d2.T @ x.reshape(T * B, I)
+    dx = matmul(d2, w_ih).reshape(T, B, I) if needs_input_grad else None
+    dw_ih = matmul(d2.T, x.reshape(T * B, I))
     db = d2.sum(axis=0) if w[0][2] is not None else None
     rows = dw_ih.shape[0] // len(w)
     split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
@@ -202,7 +202,7 @@ def _input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_gra
 def _hidden_weight_grad(delta: Any, h_before: Any) -> Any:
     """dW_hh = sum_t delta_t^T h_{t-1}, one (G*H, T*B) @ (T*B, H) matmul."""
     T, B, GH = delta.shape
-    return delta.reshape(T * B, GH).T @ h_before.reshape(T * B, -1)
+    return matmul(delta.reshape(T * B, GH).T, h_before.reshape(T * B, -1))
 
 
 def _pack_grads(dx: Any, dstates: list, dw_ih: list, dw_hh: list, db_ih: list, db_hh: list, bias: bool) -> tuple:
@@ -230,7 +230,7 @@ def _rnn_layer_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh
         hs[d, 0 if d == 0 else T] = h0[d]
         for t, read, write in _schedule(T, d):
             h = hs[d, write]
-            xp.matmul(hs[d, read], w_hh_t, out=h)
+            matmul(hs[d, read], w_hh_t, out=h)
             h += pre[t, :, cols]
             if nonlinearity == "tanh":
                 xp.tanh(h, out=h)
@@ -273,9 +273,9 @@ def _rnn_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tu
             delta = dpre[t, :, cols]
             xp.multiply(carry, deriv[t], out=delta)
             if mask is None:
-                xp.matmul(delta, w_hh, out=carry)
+                matmul(delta, w_hh, out=carry)
             else:  # a padded step passed its state through unchanged, so it passes the gradient through too
-                xp.matmul(delta, w_hh, out=carry_tmp)
+                matmul(delta, w_hh, out=carry_tmp)
                 xp.copyto(carry, carry_tmp, where=mask[t])
         dh0.append(carry)
         dw_hh.append(_hidden_weight_grad(dpre[:, :, cols], _before(hs, d)))
@@ -305,7 +305,7 @@ def _lstm_layer_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = Non
         hs[d, start], cs[d, start] = h0[d], c0[d]
         for t, read, write in _schedule(T, d):
             a = gates[t, :, d * 4 * H:(d + 1) * 4 * H]
-            xp.matmul(hs[d, read], w_hh_t, out=z)
+            matmul(hs[d, read], w_hh_t, out=z)
             a += z
             i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
             _sigmoid_(xp, a[:, :2 * H])  # i and f
@@ -365,11 +365,11 @@ def _lstm_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: An
             delta *= dact[t]                                               # through the gate nonlinearities
             if mask is None:
                 carry_c *= f[t]
-                xp.matmul(delta, w_hh, out=carry_h)
+                matmul(delta, w_hh, out=carry_h)
             else:
                 xp.multiply(carry_c, f[t], out=tmp)
                 xp.copyto(carry_c, tmp, where=mask[t])
-                xp.matmul(delta, w_hh, out=tmp)
+                matmul(delta, w_hh, out=tmp)
                 xp.copyto(dh, tmp, where=mask[t])
                 carry_h, dh = dh, carry_h
         dh0.append(carry_h)
@@ -399,7 +399,7 @@ def _gru_layer_forward(x: Any, h0: Any, *weights: Any, mask: Any = None, bias: b
         hs[d, 0 if d == 0 else T] = h0[d]
         for t, read, write in _schedule(T, d):
             a, gh, h = gates[t, :, d * 3 * H:(d + 1) * 3 * H], hidden[d, t], hs[d, write]
-            xp.matmul(hs[d, read], w_hh_t, out=gh)
+            matmul(hs[d, read], w_hh_t, out=gh)
             if b_hh is not None:
                 gh += b_hh
             rz, n = a[:, :2 * H], a[:, 2 * H:]
@@ -454,7 +454,7 @@ def _gru_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tu
             xp.multiply(dx_t[:, 2 * H:], r[t], out=dh_t[:, 2 * H:])
             xp.multiply(dx_t[:, 2 * H:], dr_act[t], out=dh_t[:, :H])  # dE/da_r
             xp.multiply(dh, dz_act[t], out=dh_t[:, H:2 * H])      # dE/da_z
-            xp.matmul(dh_t, w_hh, out=tmp)
+            matmul(dh_t, w_hh, out=tmp)
             if mask is None:
                 xp.multiply(dh, z[t], out=carry)
                 carry += tmp
@@ -536,7 +536,7 @@ class RNNBase(Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 nonlinearity: str = "tanh", impl: str = "fused", dtype: Any = np.float32):
+                 nonlinearity: str = "tanh", impl: str = "auto", dtype: Any = np.float32):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -566,14 +566,15 @@ class RNNBase(Module):
 
     @property
     def impl(self) -> str:
-        """'fused' (one autograd node per layer, the default), 'steps' (the cells, step by step) or 'batched'
-        (both directions in one batched step with fused cell kernels on CuPy: :mod:`tinygrad_birnn.fast_rnn`)."""
+        """'fused' (one autograd node per layer), 'steps' (the cells, step by step), 'batched' (both directions
+        in one batched step with fused cell kernels on CuPy: :mod:`tinygrad_birnn.fast_rnn`), or 'auto' (the
+        default: 'batched' for arrays on a GPU, 'fused' on the CPU, the faster of the two on each)."""
         return self._impl
 
     @impl.setter
     def impl(self, value: str) -> None:
-        if value not in IMPLEMENTATIONS:
-            raise ValueError(f"impl must be one of {sorted(IMPLEMENTATIONS)}; got {value!r}")
+        if value not in IMPLEMENTATIONS and value != "auto":
+            raise ValueError(f"impl must be one of {sorted(IMPLEMENTATIONS) + ['auto']}; got {value!r}")
         object.__setattr__(self, "_impl", value)
 
     @property
@@ -629,7 +630,8 @@ class RNNBase(Module):
         mask = None
         if lengths is not None:
             mask = lengths_mask(_lengths_array(lengths, B, T), T, xp_of(x.data))
-        layer_fn = IMPLEMENTATIONS[self.impl]
+        impl = self.impl if self.impl != "auto" else "batched" if backend.is_cupy_array(x.data) else "fused"
+        layer_fn = IMPLEMENTATIONS[impl]
         finals = []
         for layer in range(L):
             rows = slice(layer * D, (layer + 1) * D)
@@ -660,7 +662,7 @@ class RNNBase(Module):
         for flag, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, flag) != default:
                 s += f", {flag}={getattr(self, flag)}"
-        return s + (f", impl={self.impl!r}" if self.impl != "fused" else "")
+        return s + (f", impl={self.impl!r}" if self.impl != "auto" else "")
 
 
 class RNN(RNNBase):
@@ -676,7 +678,7 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "fused", dtype: Any = np.float32):
+                 impl: str = "auto", dtype: Any = np.float32):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          impl=impl, dtype=dtype)
 
@@ -688,7 +690,7 @@ class GRU(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "fused", dtype: Any = np.float32):
+                 impl: str = "auto", dtype: Any = np.float32):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          impl=impl, dtype=dtype)
 

@@ -263,8 +263,8 @@ class Tensor:
             return other
         if isinstance(other, (bool, int, float)):
             xp = xp_of(self.data)
-            dtype = self.dtype if _is_float(self.dtype) else None
-            return Tensor._make(xp.asarray(other, dtype=dtype), False, None)
+            dtype = self.dtype if _is_float(self.dtype) else np.asarray(other).dtype
+            return Tensor._make(xp.full((), other, dtype=dtype), False, None)  # filled on the device: no copy
         if hasattr(other, "shape"):
             xp_of(self.data, other)  # raises if other lives on another backend
             return Tensor._make(other, False, None)

@@ -32,7 +32,7 @@ python3 -c "import xdist" 2>/dev/null && xdist="-n ${GPU_CHECK_WORKERS:-8}"
 bench=0
 if [ "${1:-}" != "--no-bench" ]; then
   echo "== benchmark =="
-  timeout 200 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
+  timeout 220 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
   bench=${PIPESTATUS[0]}
 else
   echo "benchmark skipped (--no-bench)" > "$out/bench.log"
