@@ -189,10 +189,15 @@ def test_our_cublas_equals_cupy_matmul(gpu, name, dtype):
     blas.close()
 
 
-def test_our_cublas_refuses_mixed_dtypes(gpu):
+def test_our_cublas_hands_mixed_dtypes_to_cupy_and_refuses_them_in_a_capture(gpu):
     blas = cuda_graph.Cublas(gpu.cuda.Stream(non_blocking=True))
+    a, b = gpu.ones((2, 2), np.float32), gpu.ones((2, 2), np.float64)
+    np.testing.assert_array_equal(blas.gemm(a, b).get(), np.full((2, 2), 2.0))   # outside a capture: CuPy's matmul
+    assert "float32 @ float64" in blas.unsupported                                  # ... and the capture is skipped
+    blas.capturing = True
     with pytest.raises(CaptureError, match="float32 @ float64"):
-        blas.gemm(gpu.ones((2, 2), np.float32), gpu.ones((2, 2), np.float64))
+        blas.gemm(a, b)
+    blas.close()
 
 
 @pytest.mark.parametrize("impl", ["batched", "fused"])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import math
 import warnings
 from typing import Any, Callable, NamedTuple
@@ -224,13 +225,21 @@ class Cublas:
         return out
 
     def close(self) -> None:
+        """Destroy the handle; during some capture, only after it (destroying may synchronise the device)."""
         if self.handle is not None:
-            self.lib.cublasDestroy_v2(self.handle)
+            _retired.append((self.lib, self.handle))
             self.handle = None
+        if not backend.capturing():
+            while _retired:
+                lib, handle = _retired.pop()
+                lib.cublasDestroy_v2(handle)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+_retired: list = []  # handles closed during a capture, destroyed after it
 
 
 @contextlib.contextmanager
@@ -307,7 +316,12 @@ class CapturedStep:
             else:
                 self.mode = "capture"
             return result
-        # capture: record one step (nothing runs), then launch it
+        # capture: record one step (nothing runs), then launch it. The cyclic garbage collector is kept out of
+        # the capture: collecting an old CuPy stream, pool or cuBLAS handle frees device memory, and a cudaFree
+        # (which synchronises the device) during a capture invalidates it (seen as cuBLAS status 13 on an H200).
+        gc.collect()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             with self._private(capturing=True):
                 self._stream.begin_capture()
@@ -322,6 +336,9 @@ class CapturedStep:
                 graph.upload()
         except Exception as error:  # anything the capture refused: the step stays correct, uncaptured
             return self._give_up(error)
+        finally:
+            if collecting:
+                gc.enable()
         self.graph, self.result, self.mode = graph, result, "graph"
         self.graph.launch()
         return result
