@@ -14,6 +14,7 @@ import ctypes
 import functools
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -78,11 +79,39 @@ def compare_impls(mode, nonlinearity, case, impls=("fused", "batched"), dtype=np
     return max([rel_err(a, b) for a, b in zip(out_a, out_b)] + [rel_err(g_a[k], g_b[k]) for k in g_a])
 
 
+def force_split(patch, n):
+    """Make every step's product split its inner dimension into n pieces (or the most that divide it), as on a
+    GPU at large sizes, whatever the backend and size."""
+    patch.setattr(fast_rnn, "split_k", lambda inner, a: next(s for s in (n, 2, 1) if inner % s == 0))
+
+
 # --- on the CPU: the batched layer equals the fused one ------------------------------------------------------
 @pytest.mark.parametrize("mode,nonlinearity", MODES)
 @pytest.mark.parametrize("case", CASES)
 def test_batched_equals_fused_in_float64(mode, nonlinearity, case):
     assert compare_impls(mode, nonlinearity, case) < 1e-10
+
+
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
+@pytest.mark.parametrize("case", CASES[1:3])
+def test_batched_with_split_products_equals_fused(monkeypatch, split, mode, nonlinearity, case):
+    force_split(monkeypatch, split)
+    assert compare_impls(mode, nonlinearity, case) < 1e-10
+
+
+def test_split_k_cuts_only_routed_gpu_products_with_room(monkeypatch):
+    assert fast_rnn.split_k(256, np.ones(1)) == 1                     # NumPy: never
+    monkeypatch.setattr(fast_rnn, "is_cupy_array", lambda a: True)   # CuPy arrays ...
+    assert fast_rnn.split_k(256, None) == 1                           # ... with CuPy's own matmul: never
+    monkeypatch.setattr(backend, "_capture", types.SimpleNamespace(capturing=False))  # our cuBLAS handle
+    assert [fast_rnn.split_k(k, None) for k in (1024, 64, 32, 24)] == [4, 4, 2, 1]
+    product = fast_rnn.StepProduct(np, np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3), batch=5, split=4)
+    state = np.random.default_rng(0).standard_normal((5, 2, 8))        # (B, D, K), batch-major
+    parts = product(state)
+    assert len(parts) == 4 and parts[0].shape == (2, 5, 3)
+    expected = np.matmul(state.swapaxes(0, 1), np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3))
+    np.testing.assert_allclose(sum(parts), expected, rtol=1e-12)
 
 
 def test_batched_is_an_implementation_choice():
@@ -162,7 +191,12 @@ def cell_cases(dtype, masked, seed=0):
     cases.append(("lstm_backward", fast_rnn.lstm_cell_backward,
                   [r(D, B, H), r(D, B, H), r(D, B, H), r(D, B, H), gates, np.tanh(r(D, B, H)), r(D, B, H), mask,
                    empty(D, B, 4 * H), empty(D, B, H), empty(D, B, H)], [8, 9, 10]))
-    return cases
+    split_cases = []
+    for name, cell, args, outs in cases:                   # the same cells, the product in 2 and 4 partial sums
+        for n in (2, 4):
+            pieces = [r(*args[0].shape) for _ in range(n - 1)]
+            split_cases.append((f"{name}_split{n}", cell, [[args[0] - sum(pieces)] + pieces] + args[1:], outs))
+    return cases + split_cases
 
 
 def tolerances(dtype):
@@ -231,6 +265,7 @@ def route_to_host(patch, host_kernels):
 def test_kernel_bodies_equal_their_numpy_twins_on_the_host(host_kernels, monkeypatch, dtype, masked):
     for name, cell, args, outs in cell_cases(dtype, masked):
         expected = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        expected[0] = args[0] if isinstance(args[0], np.ndarray) else sum(args[0])  # NumPy twin, the product whole
         cell(*expected)
         with monkeypatch.context() as patch:
             route_to_host(patch, host_kernels)
@@ -240,10 +275,12 @@ def test_kernel_bodies_equal_their_numpy_twins_on_the_host(host_kernels, monkeyp
             np.testing.assert_allclose(args[k], expected[k], err_msg=name, **tolerances(dtype))
 
 
+@pytest.mark.parametrize("split", [1, 4])
 @pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
 @pytest.mark.parametrize("case", CASES[1:4])
-def test_a_layer_through_the_host_kernels_equals_fused(host_kernels, monkeypatch, mode, nonlinearity, case):
+def test_a_layer_through_the_host_kernels_equals_fused(host_kernels, monkeypatch, split, mode, nonlinearity, case):
     route_to_host(monkeypatch, host_kernels)
+    force_split(monkeypatch, split)
     assert compare_impls(mode, nonlinearity, case) < 1e-10
 
 
@@ -255,6 +292,8 @@ def test_cupy_kernels_equal_their_numpy_twins(xp_backend, dtype, masked):
         pytest.skip("compares the CuPy kernels with NumPy")
     for name, cell, args, outs in cell_cases(dtype, masked):
         on_gpu = [xp_backend.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        if isinstance(args[0], list):
+            on_gpu[0] = [xp_backend.asarray(a) for a in args[0]]
         cell(*on_gpu)
         cell(*args)
         for k in outs:
@@ -263,8 +302,10 @@ def test_cupy_kernels_equal_their_numpy_twins(xp_backend, dtype, masked):
 
 @pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
 @pytest.mark.parametrize("case", CASES)
-def test_batched_on_every_backend(xp_backend, mode, nonlinearity, case):
+@pytest.mark.parametrize("split", [1, 4])
+def test_batched_on_every_backend(xp_backend, monkeypatch, split, mode, nonlinearity, case):
     """float64: batched == fused on this backend to 1e-10; float32: batched here == batched on NumPy to 1e-4."""
+    force_split(monkeypatch, split)
     name = backend.backend_name(xp_backend)
     assert compare_impls(mode, nonlinearity, case, backends=(name, name)) < 1e-10
     assert compare_impls(mode, nonlinearity, case, ("batched", "batched"), np.float32, ("numpy", name)) < 1e-4

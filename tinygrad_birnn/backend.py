@@ -156,6 +156,11 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     return xp_of(a, b).matmul(a, b, out=out)
 
 
+def products_routed() -> bool:
+    """True while the library's matrix products go through a CUDA-graph step's own cuBLAS handle."""
+    return _capture is not None
+
+
 def capturing() -> bool:
     """True while a step is being captured as a CUDA graph (recorded, not run)."""
     return _capture is not None and _capture.capturing

@@ -6,12 +6,19 @@ launches cost more than the arithmetic. Here step s of the forward chain (time s
 chain (time T-1-s) run together:
 
 * the input projections of every step come from one matmul (as in the fused layer) and are copied once into
-  *schedule order*, pre2 (T, D, B, G*H): pre2[s, 0] belongs to time s, pre2[s, 1] to time T-1-s;
-* the states live in (T+1, D, B, H) buffers in the same order: step s reads [s] and writes [s + 1];
-* each step is ONE batched matmul over the direction axis, state (D, B, H) @ W_hh^T (D, H, G*H), and ONE
+  *schedule order*, pre2 (T, B, D, G*H): pre2[s, :, 0] belongs to time s, pre2[s, :, 1] to time T-1-s;
+* the states live in (T+1, B, D, H) buffers in the same order: step s reads [s] and writes [s + 1];
+* each step is ONE batched matmul over the directions, state (D, B, H) @ W_hh^T (D, H, G*H), and ONE
   elementwise kernel for the whole cell; backward likewise, one kernel for all deltas of a step and one
   batched matmul that carries dE/dh a step back. dW_hh is one batched matmul over all steps; dx, dW_ih and
   the biases come from rnn.py's helpers, one matmul each.
+
+On a GPU a step's product is small: (B x H) @ (H x G*H) per direction gives cuBLAS only a few tiles to share
+among a hundred-odd multiprocessors, each walking all H of the inner dimension. So the inner dimension is cut
+into S pieces (*split-K*): one batched call computes D*S partial products, which the cell kernel adds up. This
+is why the buffers are batch-major, (B, D, H) per step: the S pieces of both directions' states then sit at one
+fixed stride from each other, the layout a single strided-batched call needs. The cell functions see the
+(D, B, .) views.
 
 Each cell function exists once with two bodies of the same arithmetic: a ``cupy.ElementwiseKernel`` (one
 launch) when the arrays live on the GPU, NumPy ufuncs with ``out=`` otherwise. Variable lengths enter as
@@ -32,39 +39,59 @@ from .tensor import Tensor, apply
 
 # --- the cell kernels for CuPy: (inputs, outputs, body); T is the float type (float32 or float64) ------------
 # Plain elementwise formulas over same-shaped arguments (m, the mask, broadcasts over H); no index arithmetic.
+# The product arriving from the step's matmul comes in n partial sums (split-K), n = 1, 2 or 4: a kernel named
+# NAME handles one, NAME_split{n} adds up n.
 _PREAMBLE = "template <typename U> __device__ U sigmoid_of(U a) { return (U)0.5 * tanh((U)0.5 * a) + (U)0.5; }"
 _ACT = {"tanh": "tanh(a)", "relu": "(a > (T)0 ? a : (T)0)"}                  # act(a)
 _DACT = {"tanh": "((T)1 - h * h)", "relu": "(h > (T)0 ? (T)1 : (T)0)"}      # act'(a), from h = act(a)
-KERNEL_SOURCES: dict[str, tuple[str, str, str]] = {}
-for _name in ("tanh", "relu"):
-    KERNEL_SOURCES[f"rnn_forward_{_name}"] = (
-        "T z, T pre, T h_prev, bool m", "T h",
-        f"T a = z + pre; h = m ? {_ACT[_name]} : h_prev;")
-    KERNEL_SOURCES[f"rnn_backward_{_name}"] = (
-        "T dh_next, T skip, T g, T h, bool m", "T delta, T skip_out",
-        "T dh = dh_next + skip + (m ? g : (T)0);"
-        f" delta = m ? dh * {_DACT[_name]} : (T)0;"
+SPLITS = (1, 2, 4)
+GATES = "ifgo"
+
+
+def _sum(names: Sequence[str]) -> str:
+    return " + ".join(names)
+
+
+def _sources(n: int) -> dict:
+    """The kernels whose product input comes in n partial sums."""
+    zs = [f"z{j}" for j in range(n)]
+    dhs = [f"dh{j}" for j in range(n)]
+    params = lambda names: ", ".join(f"T {a}" for a in names)  # noqa: E731
+    out = {}
+    for act in ("tanh", "relu"):
+        out[f"rnn_forward_{act}"] = (
+            f"{params(zs)}, T pre, T h_prev, bool m", "T h",
+            f"T a = {_sum(zs)} + pre; h = m ? {_ACT[act]} : h_prev;")
+        out[f"rnn_backward_{act}"] = (
+            f"{params(dhs)}, T skip, T g, T h, bool m", "T delta, T skip_out",
+            f"T dh = {_sum(dhs)} + skip + (m ? g : (T)0);"
+            f" delta = m ? dh * {_DACT[act]} : (T)0;"
+            " skip_out = m ? (T)0 : dh;")
+    gate_z = [f"z{j}_{k}" for j in range(n) for k in GATES]
+    out["lstm_forward"] = (
+        f"{params(gate_z)}, T p_i, T p_f, T p_g, T p_o, T c_prev, T h_prev, bool m",
+        "T g_i, T g_f, T g_g, T g_o, T tanh_c, T c, T h",
+        "".join(f"T a_{k} = {_sum([f'z{j}_{k}' for j in range(n)])} + p_{k}; " for k in GATES) +
+        "g_i = sigmoid_of(a_i); g_f = sigmoid_of(a_f); g_g = tanh(a_g); g_o = sigmoid_of(a_o);"
+        " T c_new = g_f * c_prev + g_i * g_g;"
+        " tanh_c = tanh(c_new);"
+        " c = m ? c_new : c_prev;"
+        " h = m ? g_o * tanh_c : h_prev;")
+    out["lstm_backward"] = (
+        f"{params(dhs)}, T skip, T g, T dc, T g_i, T g_f, T g_g, T g_o, T tanh_c, T c_prev, bool m",
+        "T d_i, T d_f, T d_g, T d_o, T dc_out, T skip_out",
+        f"T dh = {_sum(dhs)} + skip + (m ? g : (T)0);"
+        " T dc_all = dc + (m ? dh * g_o * ((T)1 - tanh_c * tanh_c) : (T)0);"
+        " d_i = m ? dc_all * g_g * g_i * ((T)1 - g_i) : (T)0;"
+        " d_f = m ? dc_all * c_prev * g_f * ((T)1 - g_f) : (T)0;"
+        " d_g = m ? dc_all * g_i * ((T)1 - g_g * g_g) : (T)0;"
+        " d_o = m ? dh * tanh_c * g_o * ((T)1 - g_o) : (T)0;"
+        " dc_out = m ? dc_all * g_f : dc_all;"
         " skip_out = m ? (T)0 : dh;")
-del _name
-KERNEL_SOURCES["lstm_forward"] = (
-    "T z_i, T z_f, T z_g, T z_o, T p_i, T p_f, T p_g, T p_o, T c_prev, T h_prev, bool m",
-    "T g_i, T g_f, T g_g, T g_o, T tanh_c, T c, T h",
-    "g_i = sigmoid_of(z_i + p_i); g_f = sigmoid_of(z_f + p_f); g_g = tanh(z_g + p_g); g_o = sigmoid_of(z_o + p_o);"
-    " T c_new = g_f * c_prev + g_i * g_g;"
-    " tanh_c = tanh(c_new);"
-    " c = m ? c_new : c_prev;"
-    " h = m ? g_o * tanh_c : h_prev;")
-KERNEL_SOURCES["lstm_backward"] = (
-    "T dh_next, T skip, T g, T dc, T g_i, T g_f, T g_g, T g_o, T tanh_c, T c_prev, bool m",
-    "T d_i, T d_f, T d_g, T d_o, T dc_out, T skip_out",
-    "T dh = dh_next + skip + (m ? g : (T)0);"
-    " T dc_all = dc + (m ? dh * g_o * ((T)1 - tanh_c * tanh_c) : (T)0);"
-    " d_i = m ? dc_all * g_g * g_i * ((T)1 - g_i) : (T)0;"
-    " d_f = m ? dc_all * c_prev * g_f * ((T)1 - g_f) : (T)0;"
-    " d_g = m ? dc_all * g_i * ((T)1 - g_g * g_g) : (T)0;"
-    " d_o = m ? dh * tanh_c * g_o * ((T)1 - g_o) : (T)0;"
-    " dc_out = m ? dc_all * g_f : dc_all;"
-    " skip_out = m ? (T)0 : dh;")
+    return {(name if n == 1 else f"{name}_split{n}"): source for name, source in out.items()}
+
+
+KERNEL_SOURCES: dict[str, tuple[str, str, str]] = {k: v for n in SPLITS for k, v in _sources(n).items()}
 _kernels: dict[str, Any] = {}
 
 
@@ -77,19 +104,38 @@ def kernel(name: str) -> Any:
     return _kernels[name]
 
 
+def _kernel_for(name: str, parts: Sequence) -> Any:
+    return kernel(name if len(parts) == 1 else f"{name}_split{len(parts)}")
+
+
 def _gate_views(a: Any, gates: int = 4) -> tuple:
     """The gate blocks of the last axis as views: (..., G*H) -> G arrays (..., H)."""
     H = a.shape[-1] // gates
     return tuple(a[..., k * H:(k + 1) * H] for k in range(gates))
 
 
+def _parts(z: Any) -> list:
+    """A product given whole or as a list of partial sums (split-K) -> the list."""
+    return list(z) if isinstance(z, (list, tuple)) else [z]
+
+
+def _add_parts(parts: list, extra: Any, out: Any) -> Any:
+    """out = sum(parts) + extra, with NumPy ufuncs."""
+    np.add(parts[0], extra, out=out)
+    for p in parts[1:]:
+        out += p
+    return out
+
+
 # --- one step of both directions: the cells ------------------------------------------------------------------
 def rnn_cell_forward(z: Any, pre: Any, h_prev: Any, mask: Any, h: Any, nonlinearity: str = "tanh") -> None:
-    """h = m ? act(z + pre) : h_prev, with z = h_prev W_hh^T; act = tanh or relu; mask None means m = 1."""
+    """h = m ? act(z + pre) : h_prev, with z = h_prev W_hh^T (whole or in partial sums); act = tanh or relu;
+    mask None means m = 1."""
+    z = _parts(z)
     if is_cupy_array(h):
-        kernel(f"rnn_forward_{nonlinearity}")(z, pre, h_prev, True if mask is None else mask, h)
+        _kernel_for(f"rnn_forward_{nonlinearity}", z)(*z, pre, h_prev, True if mask is None else mask, h)
         return
-    np.add(z, pre, out=h)
+    _add_parts(z, pre, h)
     if nonlinearity == "tanh":
         np.tanh(h, out=h)
     else:
@@ -100,12 +146,15 @@ def rnn_cell_forward(z: Any, pre: Any, h_prev: Any, mask: Any, h: Any, nonlinear
 
 def rnn_cell_backward(dh_next: Any, skip: Any, g: Any, h: Any, mask: Any, delta: Any, skip_out: Any,
                       nonlinearity: str = "tanh") -> None:
-    """dh = dh_next + skip + m g; delta = m dh act'(a), tanh' = 1 - h^2, relu' = [h > 0]; skip_out = (1 - m) dh."""
+    """dh = dh_next + skip + m g; delta = m dh act'(a), tanh' = 1 - h^2, relu' = [h > 0]; skip_out = (1 - m) dh.
+
+    dh_next, the delta of the step after carried back through W_hh, may come in partial sums."""
+    dh_next = _parts(dh_next)
     if is_cupy_array(h):
-        kernel(f"rnn_backward_{nonlinearity}")(dh_next, skip, g, h, True if mask is None else mask, delta, skip_out)
+        _kernel_for(f"rnn_backward_{nonlinearity}", dh_next)(*dh_next, skip, g, h, True if mask is None else mask,
+                                                             delta, skip_out)
         return
-    dh = skip_out  # dh is built in skip_out's storage, which keeps (1 - m) dh at the end
-    np.add(dh_next, skip, out=dh)
+    dh = _add_parts(dh_next, skip, skip_out)  # dh is built in skip_out's storage, which keeps (1 - m) dh at the end
     dh += g if mask is None else g * mask
     if nonlinearity == "tanh":
         np.multiply(h, h, out=delta)
@@ -122,13 +171,16 @@ def rnn_cell_backward(dh_next: Any, skip: Any, g: Any, h: Any, mask: Any, delta:
 
 def lstm_cell_forward(z: Any, pre: Any, c_prev: Any, h_prev: Any, mask: Any, gates: Any, tanh_c: Any, c: Any,
                       h: Any) -> None:
-    """(i, f, g, o) = (sig, sig, tanh, sig)(z + pre); c = m ? f c_prev + i g : c_prev; h = m ? o tanh(c) : h_prev."""
+    """(i, f, g, o) = (sig, sig, tanh, sig)(z + pre); c = m ? f c_prev + i g : c_prev; h = m ? o tanh(c) : h_prev.
+
+    z = h_prev W_hh^T, whole or in partial sums."""
+    z = _parts(z)
     if is_cupy_array(h):
-        kernel("lstm_forward")(*_gate_views(z), *_gate_views(pre), c_prev, h_prev, True if mask is None else mask,
-                               *_gate_views(gates), tanh_c, c, h)
+        _kernel_for("lstm_forward", z)(*[v for part in z for v in _gate_views(part)], *_gate_views(pre), c_prev,
+                                       h_prev, True if mask is None else mask, *_gate_views(gates), tanh_c, c, h)
         return
     H = h.shape[-1]
-    np.add(z, pre, out=gates)
+    _add_parts(z, pre, gates)
     i, f, g, o = _gate_views(gates)
     _sigmoid_(np, gates[..., :2 * H])  # i and f
     np.tanh(g, out=g)
@@ -148,15 +200,16 @@ def lstm_cell_backward(dh_next: Any, skip: Any, g: Any, dc: Any, gates: Any, tan
     """dh = dh_next + skip + m g; dc' = dc + m dh o tanh'(c); d(i,f,g,o) = m (dc' g, dc' c_prev, dc' i, dh tanh c) act'.
 
     Also dc_out = m ? dc' f : dc' and skip_out = (1 - m) dh; act' is s(1 - s) for the sigmoid gates, 1 - g^2 for g.
+    dh_next may come in partial sums.
     """
-    if is_cupy_array(dh_next):
-        kernel("lstm_backward")(dh_next, skip, g, dc, *_gate_views(gates), tanh_c, c_prev,
-                                True if mask is None else mask, *_gate_views(delta), dc_out, skip_out)
+    dh_next = _parts(dh_next)
+    if is_cupy_array(dc):
+        _kernel_for("lstm_backward", dh_next)(*dh_next, skip, g, dc, *_gate_views(gates), tanh_c, c_prev,
+                                              True if mask is None else mask, *_gate_views(delta), dc_out, skip_out)
         return
     i, f, gg, o = _gate_views(gates)
     d_i, d_f, d_g, d_o = _gate_views(delta)
-    dh = skip_out  # as in rnn_cell_backward
-    np.add(dh_next, skip, out=dh)
+    dh = _add_parts(dh_next, skip, skip_out)  # as in rnn_cell_backward
     dh += g if mask is None else g * mask
     np.multiply(dh, o, out=dc_out)
     dc_out *= 1 - tanh_c * tanh_c
@@ -180,22 +233,62 @@ def lstm_cell_backward(dh_next: Any, skip: Any, g: Any, dc: Any, gates: Any, tan
         dh *= ~mask
 
 
+# --- the step's product, split along its inner dimension -----------------------------------------------------
+def split_k(inner: int, a: Any) -> int:
+    """Into how many pieces a step's product cuts its inner dimension: 4 or 2 (each piece keeping at least 16)
+    when the products go through the library's own cuBLAS handle, in a step captured as a CUDA graph (measured on
+    an H200: the (2, 128, 256) @ (2, 256, 256) product of size L takes 7.2 µs whole, 4.1 µs in four pieces).
+    Otherwise 1: NumPy gains nothing from it, and CuPy's own matmul would copy the strided pieces first."""
+    if not is_cupy_array(a) or not backend.products_routed():
+        return 1
+    return next((s for s in (4, 2) if inner % s == 0 and inner // s >= 16), 1)
+
+
+class StepProduct:
+    """state (B, D, K) -> state @ w per direction, w (D, K, N), as ``split`` partial sums (D, B, N) from one
+    batched matmul over D * split matrices (the pieces of direction d are matrices d*split .. d*split+split-1)."""
+
+    def __init__(self, xp: Any, w: Any, batch: int, split: int):
+        D, K, N = w.shape
+        self.split, self.inner = split, K // split
+        self.w = w.reshape(D * split, self.inner, N)
+        self.out = xp.empty((D * split, batch, N), dtype=w.dtype)
+        self.parts = [self.out.reshape(D, split, batch, N)[:, j] for j in range(split)]
+
+    def __call__(self, state: Any) -> list:
+        B, D, K = state.shape
+        pieces = state.reshape(B, D * self.split, self.inner).transpose(1, 0, 2)
+        matmul(pieces, self.w, out=self.out)
+        return self.parts
+
+    def start(self, whole: Any) -> list:
+        """The parts standing for ``whole`` (D, B, N), before the first product: it in part 0, zeros elsewhere."""
+        self.out.fill(0)
+        self.parts[0][...] = whole
+        return self.parts
+
+
 # --- schedule order ------------------------------------------------------------------------------------------
+def _dbk(a: Any) -> Any:
+    """A step's (B, D, K) buffer as the (D, B, K) view the cell functions take."""
+    return a.swapaxes(0, 1)
+
+
 def _to_schedule(xp: Any, parts: Sequence[Any], dtype: Any) -> Any:
-    """Per-direction (T, B, K) arrays -> one (T, D, B, K) array; step s of direction 1 is its time T-1-s."""
+    """Per-direction (T, B, K) arrays -> one (T, B, D, K) array; step s of direction 1 is its time T-1-s."""
     T, B, K = parts[0].shape
-    out = xp.empty((T, len(parts), B, K), dtype=dtype)
+    out = xp.empty((T, B, len(parts), K), dtype=dtype)
     for d, part in enumerate(parts):
-        out[:, d] = part if d == 0 else part[::-1]
+        out[:, :, d] = part if d == 0 else part[::-1]
     return out
 
 
 def _to_time_order(xp: Any, a2: Any, mask: Any = None) -> Any:
-    """(T, D, B, K) in schedule order -> (T, B, D*K) in time order, [direction 0 || direction 1], times mask."""
-    T, D, B, K = a2.shape
+    """(T, B, D, K) in schedule order -> (T, B, D*K) in time order, [direction 0 || direction 1], times mask."""
+    T, B, D, K = a2.shape
     out = xp.empty((T, B, D * K), dtype=a2.dtype)
     for d in range(D):
-        part = a2[:, d] if d == 0 else a2[::-1, d]
+        part = a2[:, :, d] if d == 0 else a2[::-1, :, d]
         if mask is None:
             out[:, :, d * K:(d + 1) * K] = part
         else:
@@ -217,45 +310,65 @@ def _schedule_mask(xp: Any, mask: Any, D: int) -> Any:
     return None if mask is None else _to_schedule(xp, [mask] * D, bool)
 
 
+def _step_mask(m2: Any, s: int) -> Any:
+    return None if m2 is None else _dbk(m2[s])
+
+
 def _hidden_weight_grads(xp: Any, delta2: Any, h_before2: Any) -> list:
     """dW_hh[d] = sum_s delta_s[d]^T h_{s-1}[d], for both directions one (D, G*H, T*B) @ (D, T*B, H) matmul."""
-    T, D, B, _ = delta2.shape
+    T, B, D, _ = delta2.shape
 
     def per_direction(a: Any) -> Any:
-        return xp.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(D, T * B, a.shape[-1])
+        return xp.ascontiguousarray(a.transpose(2, 0, 1, 3)).reshape(D, T * B, a.shape[-1])
 
     return list(matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
 
 
+def _forward_setup(x: Any, states: tuple, weights: tuple, bias: bool, mask: Any) -> tuple:
+    """What every batched forward starts from: xp, the dtype, (T, B, D, H), the projected inputs and W_ih, the
+    mask in schedule order, and the step's product through W_hh^T."""
+    xp = xp_of(x, *states, *weights)
+    w = _unpack(weights, bias)
+    dtype = np.result_type(x.dtype, *[a.dtype for a in states], *[a.dtype for a in weights])
+    (T, B, _), D, H = x.shape, len(w), states[0].shape[-1]
+    pre, w_ih = _project(xp, x, w, True, dtype)
+    w_hh_t = _stacked_hidden(xp, w, dtype, transpose=True)
+    product = StepProduct(xp, w_hh_t, B, split_k(H, w_hh_t))
+    pre2 = _to_schedule(xp, _directions(pre, D), dtype)
+    return xp, dtype, (T, B, D, H), pre2, w_ih, _schedule_mask(xp, mask, D), product
+
+
 def _backward_setup(hs2: Any, weights: tuple, bias: bool, g_out: Any, mask: Any) -> tuple:
-    """What every batched VJP starts from: xp, the weights per direction, (T, D, B, H), the output gradient and
-    the mask in schedule order, and W_hh of all directions stacked."""
+    """What every batched VJP starts from: xp, the weights per direction, (T, B, D, H), the output gradient and
+    the mask in schedule order, and the product that carries a delta back through W_hh."""
     xp = xp_of(hs2)
     w = _unpack(weights, bias)
     dims = (hs2.shape[0] - 1, *hs2.shape[1:])
-    g2 = _to_schedule(xp, _directions(g_out, dims[1]), hs2.dtype)
-    return xp, w, dims, g2, _schedule_mask(xp, mask, dims[1]), _stacked_hidden(xp, w, hs2.dtype, transpose=False)
+    g2 = _to_schedule(xp, _directions(g_out, dims[2]), hs2.dtype)
+    w_hh = _stacked_hidden(xp, w, hs2.dtype, transpose=False)
+    product = StepProduct(xp, w_hh, dims[1], split_k(w_hh.shape[1], w_hh))
+    return xp, w, dims, g2, _schedule_mask(xp, mask, dims[2]), product
+
+
+def _start_states(xp: Any, dims: tuple, dtype: Any, initial: Any) -> Any:
+    """A (T+1, B, D, H) state buffer in schedule order, its first step holding ``initial`` (D, B, H)."""
+    T, B, D, H = dims
+    buffer = xp.empty((T + 1, B, D, H), dtype=dtype)
+    _dbk(buffer[0])[...] = initial
+    return buffer
 
 
 # --- Elman RNN ------------------------------------------------------------------------------------------------
 def _rnn_batched_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh", mask: Any = None,
                          bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """h_s = m ? act(pre_s + h_{s-1} W_hh^T) : h_{s-1} for all directions at once, pre = x W_ih^T + b_ih + b_hh."""
-    xp = xp_of(x, h0, *weights)
-    w = _unpack(weights, bias)
-    T, B, _ = x.shape
-    D, H = len(w), h0.shape[-1]
-    dtype = np.result_type(x.dtype, h0.dtype, *[a.dtype for a in weights])
-    pre, w_ih = _project(xp, x, w, True, dtype)
-    pre2, m2 = _to_schedule(xp, _directions(pre, D), dtype), _schedule_mask(xp, mask, D)
-    w_hh_t = _stacked_hidden(xp, w, dtype, transpose=True)
-    hs2 = xp.empty((T + 1, D, B, H), dtype=dtype)
-    z = xp.empty((D, B, H), dtype=dtype)
-    hs2[0] = h0
+    xp, dtype, dims, pre2, w_ih, m2, product = _forward_setup(x, (h0,), weights, bias, mask)
+    T = dims[0]
+    hs2 = _start_states(xp, dims, dtype, h0)
     for s in range(T):
-        matmul(hs2[s], w_hh_t, out=z)
-        rnn_cell_forward(z, pre2[s], hs2[s], None if m2 is None else m2[s], hs2[s + 1], nonlinearity)
-    return (_to_time_order(xp, hs2[1:], mask), hs2[T].copy()), (hs2, w_ih)
+        rnn_cell_forward(product(hs2[s]), _dbk(pre2[s]), _dbk(hs2[s]), _step_mask(m2, s), _dbk(hs2[s + 1]),
+                         nonlinearity)
+    return (_to_time_order(xp, hs2[1:], mask), _dbk(hs2[T]).copy()), (hs2, w_ih)
 
 
 def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tuple, nonlinearity: str = "tanh",
@@ -263,17 +376,16 @@ def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: 
     """BPTT, all directions per step: delta_s = m dE/dh_s act'; dE/dh_{s-1} = delta_s W_hh + (1 - m) dE/dh_s."""
     hs2, w_ih = res
     g_out, g_hn = g
-    xp, w, (T, D, B, H), g2, m2, w_hh = _backward_setup(hs2, weights, bias, g_out, mask)
+    xp, w, (T, B, D, H), g2, m2, product = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    delta2 = xp.empty((T, D, B, H), dtype=dtype)
-    skip2 = xp.zeros((T + 1, D, B, H), dtype=dtype)
-    dh_next = xp.empty((D, B, H), dtype=dtype)
-    dh_next[...] = g_hn
+    delta2 = xp.empty((T, B, D, H), dtype=dtype)
+    skip2 = xp.zeros((T + 1, B, D, H), dtype=dtype)
+    dh_next = product.start(g_hn)
     for s in reversed(range(T)):
-        rnn_cell_backward(dh_next, skip2[s + 1], g2[s], hs2[s + 1], None if m2 is None else m2[s], delta2[s],
-                          skip2[s], nonlinearity)
-        matmul(delta2[s], w_hh, out=dh_next)
-    dh0 = dh_next + skip2[0]
+        rnn_cell_backward(dh_next, _dbk(skip2[s + 1]), _dbk(g2[s]), _dbk(hs2[s + 1]), _step_mask(m2, s),
+                          _dbk(delta2[s]), _dbk(skip2[s]), nonlinearity)
+        dh_next = product(delta2[s])
+    dh0 = _dbk(skip2[0]) + sum(dh_next)
     dw_hh = _hidden_weight_grads(xp, delta2, hs2[:-1])
     dx, dw_ih, db = _input_grads(xp, x, _to_time_order(xp, delta2), w_ih, w, needs_input_grad)
     db_hh = [None if b is None else b.copy() for b in db]
@@ -284,26 +396,16 @@ def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: 
 def _lstm_batched_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = None, bias: bool = True,
                           needs_input_grad: bool = True) -> tuple:
     """(i, f, g, o) = (sig, sig, tanh, sig)(pre_s + h_{s-1} W_hh^T); c = f c + i g; h = o tanh(c); all directions."""
-    xp = xp_of(x, h0, c0, *weights)
-    w = _unpack(weights, bias)
-    T, B, _ = x.shape
-    D, H = len(w), h0.shape[-1]
-    dtype = np.result_type(x.dtype, h0.dtype, c0.dtype, *[a.dtype for a in weights])
-    pre, w_ih = _project(xp, x, w, True, dtype)
-    pre2, m2 = _to_schedule(xp, _directions(pre, D), dtype), _schedule_mask(xp, mask, D)
-    w_hh_t = _stacked_hidden(xp, w, dtype, transpose=True)
-    gates2 = xp.empty((T, D, B, 4 * H), dtype=dtype)  # the gate values (i, f, g, o) of every step
-    hs2 = xp.empty((T + 1, D, B, H), dtype=dtype)
-    cs2 = xp.empty((T + 1, D, B, H), dtype=dtype)
-    tanh_c2 = xp.empty((T, D, B, H), dtype=dtype)
-    z = xp.empty((D, B, 4 * H), dtype=dtype)
-    hs2[0], cs2[0] = h0, c0
+    xp, dtype, dims, pre2, w_ih, m2, product = _forward_setup(x, (h0, c0), weights, bias, mask)
+    T, B, D, H = dims
+    gates2 = xp.empty((T, B, D, 4 * H), dtype=dtype)  # the gate values (i, f, g, o) of every step
+    tanh_c2 = xp.empty((T, B, D, H), dtype=dtype)
+    hs2, cs2 = _start_states(xp, dims, dtype, h0), _start_states(xp, dims, dtype, c0)
     for s in range(T):
-        matmul(hs2[s], w_hh_t, out=z)
-        lstm_cell_forward(z, pre2[s], cs2[s], hs2[s], None if m2 is None else m2[s], gates2[s], tanh_c2[s],
-                          cs2[s + 1], hs2[s + 1])
+        lstm_cell_forward(product(hs2[s]), _dbk(pre2[s]), _dbk(cs2[s]), _dbk(hs2[s]), _step_mask(m2, s),
+                          _dbk(gates2[s]), _dbk(tanh_c2[s]), _dbk(cs2[s + 1]), _dbk(hs2[s + 1]))
     out = _to_time_order(xp, hs2[1:], mask)
-    return (out, hs2[T].copy(), cs2[T].copy()), (hs2, cs2, gates2, tanh_c2, w_ih)
+    return (out, _dbk(hs2[T]).copy(), _dbk(cs2[T]).copy()), (hs2, cs2, gates2, tanh_c2, w_ih)
 
 
 def _lstm_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: Any, res: tuple, mask: Any = None,
@@ -311,22 +413,23 @@ def _lstm_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: 
     """BPTT through h = o tanh(c), c = f c_prev + i g, all directions per step; dc and skip carried alongside."""
     hs2, cs2, gates2, tanh_c2, w_ih = res
     g_out, g_hn, g_cn = g
-    xp, w, (T, D, B, H), g2, m2, w_hh = _backward_setup(hs2, weights, bias, g_out, mask)
+    xp, w, (T, B, D, H), g2, m2, product = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    delta2 = xp.empty((T, D, B, 4 * H), dtype=dtype)
-    skip2 = xp.zeros((T + 1, D, B, H), dtype=dtype)
-    dc2 = xp.empty((T + 1, D, B, H), dtype=dtype)
-    dh_next = xp.empty((D, B, H), dtype=dtype)
-    dh_next[...], dc2[T] = g_hn, g_cn
+    delta2 = xp.empty((T, B, D, 4 * H), dtype=dtype)
+    skip2 = xp.zeros((T + 1, B, D, H), dtype=dtype)
+    dc2 = xp.empty((T + 1, B, D, H), dtype=dtype)   # dE/dc after each step; dc2[T] from the loss
+    _dbk(dc2[T])[...] = g_cn
+    dh_next = product.start(g_hn)
     for s in reversed(range(T)):
-        lstm_cell_backward(dh_next, skip2[s + 1], g2[s], dc2[s + 1], gates2[s], tanh_c2[s], cs2[s],
-                           None if m2 is None else m2[s], delta2[s], dc2[s], skip2[s])
-        matmul(delta2[s], w_hh, out=dh_next)
-    dh0 = dh_next + skip2[0]
+        lstm_cell_backward(dh_next, _dbk(skip2[s + 1]), _dbk(g2[s]), _dbk(dc2[s + 1]), _dbk(gates2[s]),
+                           _dbk(tanh_c2[s]), _dbk(cs2[s]), _step_mask(m2, s), _dbk(delta2[s]), _dbk(dc2[s]),
+                           _dbk(skip2[s]))
+        dh_next = product(delta2[s])
+    dh0 = _dbk(skip2[0]) + sum(dh_next)
     dw_hh = _hidden_weight_grads(xp, delta2, hs2[:-1])
     dx, dw_ih, db = _input_grads(xp, x, _to_time_order(xp, delta2), w_ih, w, needs_input_grad)
     db_hh = [None if b is None else b.copy() for b in db]
-    return _pack_grads(dx, [dh0, dc2[0].copy()], dw_ih, dw_hh, db, db_hh, bias)
+    return _pack_grads(dx, [dh0, _dbk(dc2[0]).copy()], dw_ih, dw_hh, db, db_hh, bias)
 
 
 defprim("rnn_layer_batched", _rnn_batched_forward, _rnn_batched_vjp,
