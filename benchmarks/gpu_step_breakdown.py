@@ -152,7 +152,9 @@ def main() -> None:
                 steps = 2 * T if part == "step" else T
                 print(f"  {part:<20}{ms:9.3f} ms {1e3 * ms / steps:9.2f} µs")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        gpu = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        Path(args.json).write_text(json.dumps({"gpu": gpu, "script": "benchmarks/gpu_step_breakdown.py",
+                                               "rows": results}, indent=2))
 
 
 if __name__ == "__main__":
