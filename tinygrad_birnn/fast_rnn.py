@@ -6,7 +6,7 @@ launches cost more than the arithmetic. Here step s of the forward chain (time s
 chain (time T-1-s) run together:
 
 * the input projections of every step come from one matmul (as in the fused layer) and are copied once into
-  *schedule order*, pre2 (T, B, D, G*H): pre2[s, :, 0] belongs to time s, pre2[s, :, 1] to time T-1-s;
+  *schedule order*, pre2 indexed [s, b, d]: pre2[s, :, 0] belongs to time s, pre2[s, :, 1] to time T-1-s;
 * the states live in (T+1, B, D, H) buffers in the same order: step s reads [s] and writes [s + 1];
 * each step is ONE batched matmul over the directions, state (D, B, H) @ W_hh^T (D, H, G*H), and ONE
   elementwise kernel for the whole cell; backward likewise, one kernel for all deltas of a step and one
@@ -15,10 +15,11 @@ chain (time T-1-s) run together:
 
 On a GPU a step's product is small: (B x H) @ (H x G*H) per direction gives cuBLAS only a few tiles to share
 among a hundred-odd multiprocessors, each walking all H of the inner dimension. So the inner dimension is cut
-into S pieces (*split-K*): one batched call computes D*S partial products, which the cell kernel adds up. This
-is why the buffers are batch-major, (B, D, H) per step: the S pieces of both directions' states then sit at one
-fixed stride from each other, the layout a single strided-batched call needs. The cell functions see the
-(D, B, .) views.
+into S pieces (*split-K*): one batched call computes D*S partial products, which the cell kernel adds up. The
+buffers are indexed [step, b, d, k] throughout; in memory they are direction-major, each step's (D, B, K) block
+contiguous, except the inputs of a split product, which are batch-major, (B, D, K) per step: there the S pieces
+of both directions sit at one fixed stride from each other, the layout a single strided-batched call needs. The
+cell functions see the (D, B, .) views.
 
 Each cell function exists once with two bodies of the same arithmetic: a ``cupy.ElementwiseKernel`` (one
 launch) when the arrays live on the GPU, NumPy ufuncs with ``out=`` otherwise. Variable lengths enter as
@@ -269,6 +270,15 @@ class StepProduct:
 
 
 # --- schedule order ------------------------------------------------------------------------------------------
+def schedule_buffer(xp: Any, shape: tuple, dtype: Any, batch_major: bool = False) -> Any:
+    """An array indexed [step, b, d, k] of ``shape``; in memory direction-major (each step's (D, B, K) block
+    contiguous, what matmul and the kernels read fastest), or batch-major for the input of a split product."""
+    if batch_major:
+        return xp.empty(shape, dtype=dtype)
+    T, B, D, K = shape
+    return xp.empty((T, D, B, K), dtype=dtype).transpose(0, 2, 1, 3)
+
+
 def _dbk(a: Any) -> Any:
     """A step's (B, D, K) buffer as the (D, B, K) view the cell functions take."""
     return a.swapaxes(0, 1)
@@ -277,7 +287,7 @@ def _dbk(a: Any) -> Any:
 def _to_schedule(xp: Any, parts: Sequence[Any], dtype: Any) -> Any:
     """Per-direction (T, B, K) arrays -> one (T, B, D, K) array; step s of direction 1 is its time T-1-s."""
     T, B, K = parts[0].shape
-    out = xp.empty((T, B, len(parts), K), dtype=dtype)
+    out = schedule_buffer(xp, (T, B, len(parts), K), dtype)
     for d, part in enumerate(parts):
         out[:, :, d] = part if d == 0 else part[::-1]
     return out
@@ -350,10 +360,10 @@ def _backward_setup(hs2: Any, weights: tuple, bias: bool, g_out: Any, mask: Any)
     return xp, w, dims, g2, _schedule_mask(xp, mask, dims[2]), product
 
 
-def _start_states(xp: Any, dims: tuple, dtype: Any, initial: Any) -> Any:
+def _start_states(xp: Any, dims: tuple, dtype: Any, initial: Any, batch_major: bool = False) -> Any:
     """A (T+1, B, D, H) state buffer in schedule order, its first step holding ``initial`` (D, B, H)."""
     T, B, D, H = dims
-    buffer = xp.empty((T + 1, B, D, H), dtype=dtype)
+    buffer = schedule_buffer(xp, (T + 1, B, D, H), dtype, batch_major)
     _dbk(buffer[0])[...] = initial
     return buffer
 
@@ -364,7 +374,7 @@ def _rnn_batched_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "ta
     """h_s = m ? act(pre_s + h_{s-1} W_hh^T) : h_{s-1} for all directions at once, pre = x W_ih^T + b_ih + b_hh."""
     xp, dtype, dims, pre2, w_ih, m2, product = _forward_setup(x, (h0,), weights, bias, mask)
     T = dims[0]
-    hs2 = _start_states(xp, dims, dtype, h0)
+    hs2 = _start_states(xp, dims, dtype, h0, batch_major=product.split > 1)
     for s in range(T):
         rnn_cell_forward(product(hs2[s]), _dbk(pre2[s]), _dbk(hs2[s]), _step_mask(m2, s), _dbk(hs2[s + 1]),
                          nonlinearity)
@@ -378,8 +388,9 @@ def _rnn_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: 
     g_out, g_hn = g
     xp, w, (T, B, D, H), g2, m2, product = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    delta2 = xp.empty((T, B, D, H), dtype=dtype)
-    skip2 = xp.zeros((T + 1, B, D, H), dtype=dtype)
+    delta2 = schedule_buffer(xp, (T, B, D, H), dtype, batch_major=product.split > 1)
+    skip2 = schedule_buffer(xp, (T + 1, B, D, H), dtype)
+    skip2[...] = 0
     dh_next = product.start(g_hn)
     for s in reversed(range(T)):
         rnn_cell_backward(dh_next, _dbk(skip2[s + 1]), _dbk(g2[s]), _dbk(hs2[s + 1]), _step_mask(m2, s),
@@ -398,9 +409,10 @@ def _lstm_batched_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = N
     """(i, f, g, o) = (sig, sig, tanh, sig)(pre_s + h_{s-1} W_hh^T); c = f c + i g; h = o tanh(c); all directions."""
     xp, dtype, dims, pre2, w_ih, m2, product = _forward_setup(x, (h0, c0), weights, bias, mask)
     T, B, D, H = dims
-    gates2 = xp.empty((T, B, D, 4 * H), dtype=dtype)  # the gate values (i, f, g, o) of every step
-    tanh_c2 = xp.empty((T, B, D, H), dtype=dtype)
-    hs2, cs2 = _start_states(xp, dims, dtype, h0), _start_states(xp, dims, dtype, c0)
+    gates2 = schedule_buffer(xp, (T, B, D, 4 * H), dtype)  # the gate values (i, f, g, o) of every step
+    tanh_c2 = schedule_buffer(xp, (T, B, D, H), dtype)
+    hs2 = _start_states(xp, dims, dtype, h0, batch_major=product.split > 1)
+    cs2 = _start_states(xp, dims, dtype, c0)
     for s in range(T):
         lstm_cell_forward(product(hs2[s]), _dbk(pre2[s]), _dbk(cs2[s]), _dbk(hs2[s]), _step_mask(m2, s),
                           _dbk(gates2[s]), _dbk(tanh_c2[s]), _dbk(cs2[s + 1]), _dbk(hs2[s + 1]))
@@ -415,9 +427,10 @@ def _lstm_batched_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: 
     g_out, g_hn, g_cn = g
     xp, w, (T, B, D, H), g2, m2, product = _backward_setup(hs2, weights, bias, g_out, mask)
     dtype = hs2.dtype
-    delta2 = xp.empty((T, B, D, 4 * H), dtype=dtype)
-    skip2 = xp.zeros((T + 1, B, D, H), dtype=dtype)
-    dc2 = xp.empty((T + 1, B, D, H), dtype=dtype)   # dE/dc after each step; dc2[T] from the loss
+    delta2 = schedule_buffer(xp, (T, B, D, 4 * H), dtype, batch_major=product.split > 1)
+    skip2 = schedule_buffer(xp, (T + 1, B, D, H), dtype)
+    skip2[...] = 0
+    dc2 = schedule_buffer(xp, (T + 1, B, D, H), dtype)   # dE/dc after each step; dc2[T] from the loss
     _dbk(dc2[T])[...] = g_cn
     dh_next = product.start(g_hn)
     for s in reversed(range(T)):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one command: the unit tests (backend-parametrized cases run on CuPy here),
 # every notebook under nbval in lax mode with TINYGRAD_BIRNN_BACKEND=cupy (floats differ on a GPU; the asserts
-# in the cells still hold), then the GPU benchmark. Writes logs and a summary to $OUT (or gpu_results/).
+# in the cells still hold), then the GPU benchmark and the breakdown of one captured step. Writes logs and a
+# summary to $OUT (or gpu_results/).
 #
 #   bash tools/gpu_check.sh            # on a machine with an NVIDIA GPU, cupy and (optionally) torch
 #   bash tools/gpu_check.sh --no-bench # the tests and notebooks only
@@ -34,6 +35,9 @@ if [ "${1:-}" != "--no-bench" ]; then
   echo "== benchmark =="
   timeout 220 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
   bench=${PIPESTATUS[0]}
+  echo "== inside one captured step =="
+  timeout 120 python3 benchmarks/gpu_step_breakdown.py --json "$out/gpu_breakdown.json" 2>&1 | tee "$out/breakdown.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || bench=1
 else
   echo "benchmark skipped (--no-bench)" > "$out/bench.log"
 fi
