@@ -119,6 +119,23 @@ def test_a_host_copy_inside_a_capture_is_refused(monkeypatch):
         backend.to_backend(np.ones((2, 3)), "cupy")
 
 
+def test_lengths_inside_a_capture_make_the_mask_on_the_device(monkeypatch):
+    """Inside a capture the mask comes from a device array of lengths, with no host round trip; it equals the
+    mask made on the host. Lengths the host would have to copy are refused with the reason."""
+    layer = nn.RNN(3, 4, bidirectional=True)
+    x = tg.Tensor(np.random.default_rng(0).standard_normal((5, 3, 3)).astype(np.float32))
+    lengths = np.array([5, 2, 3])
+    expected = layer(x, lengths=lengths)[0].numpy()
+    monkeypatch.setattr(backend, "_capture", types.SimpleNamespace(capturing=True))
+    from tinygrad_birnn import rnn
+    made = []
+    monkeypatch.setattr(rnn, "_lengths_array", lambda *a: made.append(a))   # the host path must not run
+    np.testing.assert_array_equal(layer(x, lengths=lengths)[0].numpy(), expected)
+    assert made == []
+    with pytest.raises(CaptureError, match=r"lengths must be a \(3,\) integer array on the same device"):
+        layer(x, lengths=[5, 2, 3])
+
+
 def tiny_step(seed=0, T=5, B=3, D=4, H=6, classes=3, backend_name="numpy", impl="auto", dropout=0.0, cell="lstm"):
     """A 1-layer bidirectional LSTM (or tanh RNN) + readout + cross-entropy + Adam training step with static
     inputs; returns (step, x, parameters)."""
@@ -221,6 +238,43 @@ def test_a_captured_step_equals_the_uncaptured_one(gpu, impl, cell, H):
         assert loss_graph == pytest.approx(loss_plain, rel=1e-4)
     assert modes == ["warmup", "capture", "graph", "graph", "graph", "graph"] and captured.mode == "graph"
     for a, b in zip(p_graph, p_plain):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_captured_step_with_variable_lengths(gpu):
+    """Padded batches: each call copies new inputs and new lengths (a device array) in; the graph's masks follow."""
+    def make():
+        tg.manual_seed(0)
+        layer, readout = nn.LSTM(4, 32, bidirectional=True), nn.Linear(64, 3)
+        opt = optim.Adam(list(layer.parameters()) + list(readout.parameters()), lr=1e-2)
+        x = tg.Tensor(np.zeros((6, 3, 4), np.float32))
+        lengths, y = gpu.full((3,), 6, dtype=np.int64), gpu.zeros((6, 3), dtype=np.int64)
+
+        def step():
+            opt.zero_grad()
+            out, _ = layer(x, lengths=lengths)
+            mask = (gpu.arange(6)[:, None] < lengths[None, :]).astype(np.float32)
+            loss = F.cross_entropy(readout(out), y, mask=mask)
+            loss.backward()
+            opt.step()
+            return loss
+        return step, x, lengths, y, list(layer.parameters())
+
+    tg.set_backend("cupy")
+    plain, graphed = make(), make()
+    captured = CapturedStep(graphed[0])
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        batch = gpu.asarray(rng.standard_normal((6, 3, 4)).astype(np.float32))
+        lengths = gpu.asarray(rng.integers(1, 7, size=3))
+        targets = gpu.asarray(rng.integers(0, 3, size=(6, 3)))
+        losses = []
+        for step, x, lengths_buffer, y, _ in (plain, graphed):
+            x.data[...], lengths_buffer[...], y[...] = batch, lengths, targets
+            losses.append((captured if step is graphed[0] else step)().item())
+        assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert captured.mode == "graph"
+    for a, b in zip(graphed[4], plain[4]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 

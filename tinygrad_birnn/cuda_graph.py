@@ -11,8 +11,10 @@ launch. :class:`CapturedStep` wraps a step function that takes no arguments:
 
 What a step must do to be captured: read its inputs from arrays that stay where they are (copy a new batch in
 with ``x.data[...] = batch`` between calls), update parameters in place (the optimizers here do), and never
-ask the host for a value (``float(loss)``, ``.item()``, a host-to-device copy) inside the step. The returned
-object (the loss, say) is the one made during the capture; each replay rewrites its array.
+ask the host for a value (``float(loss)``, ``.item()``, a host-to-device copy) inside the step. Variable lengths
+work the same way: keep them in a device array, ``lengths = cupy.asarray(...)``, copy each batch's lengths into it,
+and pass it to the layer; inside a capture the mask is then made on the device. The returned object (the loss,
+say) is the one made during the capture; each replay rewrites its array.
 
 Two obstacles of CuPy are met here, and nowhere else in the library:
 

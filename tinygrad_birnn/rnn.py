@@ -523,6 +523,19 @@ def _lengths_array(lengths: Any, batch: int, steps: int) -> np.ndarray:
     return arr
 
 
+def _lengths_mask_in_capture(lengths: Any, batch: int, steps: int, xp: Any) -> Any:
+    """The (T, B, 1) mask inside a step being captured as a CUDA graph: computed on the device from lengths that
+    already live there, without asking the host (the warm-up step checked the lengths it was given; what is
+    copied into that array later is the caller's to keep in [1, T])."""
+    data = lengths.data if isinstance(lengths, Tensor) else lengths
+    if not hasattr(data, "shape") or xp_of(data) is not xp or tuple(data.shape) != (batch,):
+        raise backend.CaptureError(
+            f"inside a captured step, lengths must be a ({batch},) integer array on the same device as the input, "
+            f"so that each batch's lengths can be copied into it; got {type(data).__name__} "
+            f"of shape {getattr(data, 'shape', None)}")
+    return (xp.arange(steps)[:, None] < data[None, :])[:, :, None]
+
+
 def lengths_mask(lengths: np.ndarray, steps: int, xp: Any) -> Any:
     """The (T, B, 1) boolean mask m[t, b] = t < lengths[b], on the array module ``xp``."""
     mask = np.arange(steps)[:, None] < np.asarray(lengths)[None, :]
@@ -629,7 +642,10 @@ class RNNBase(Module):
                 state = self._check_state(hx, shape, "hx", x).reshape(L * D, B, H)
         mask = None
         if lengths is not None:
-            mask = lengths_mask(_lengths_array(lengths, B, T), T, xp_of(x.data))
+            if backend.capturing():
+                mask = _lengths_mask_in_capture(lengths, B, T, xp_of(x.data))
+            else:
+                mask = lengths_mask(_lengths_array(lengths, B, T), T, xp_of(x.data))
         impl = self.impl if self.impl != "auto" else "batched" if backend.is_cupy_array(x.data) else "fused"
         layer_fn = IMPLEMENTATIONS[impl]
         finals = []
