@@ -136,13 +136,14 @@ def test_lengths_inside_a_capture_make_the_mask_on_the_device(monkeypatch):
         layer(x, lengths=[5, 2, 3])
 
 
-def tiny_step(seed=0, T=5, B=3, D=4, H=6, classes=3, backend_name="numpy", impl="auto", dropout=0.0, cell="lstm"):
-    """A 1-layer bidirectional LSTM (or tanh RNN) + readout + cross-entropy + Adam training step with static
-    inputs; returns (step, x, parameters)."""
+def tiny_step(seed=0, T=5, B=3, D=4, H=6, classes=3, backend_name="numpy", impl="auto", dropout=0.0, cell="lstm",
+              clip=None):
+    """A 1-layer bidirectional LSTM (or tanh RNN, or GRU) + readout + cross-entropy + Adam training step (with
+    gradient clipping at ``clip``) with static inputs; returns (step, x, parameters)."""
     tg.set_backend(backend_name)
     tg.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(D, H, bidirectional=True, impl=impl)
+    layer = {"lstm": nn.LSTM, "rnn": nn.RNN, "gru": nn.GRU}[cell](D, H, bidirectional=True, impl=impl)
     readout = nn.Linear(2 * H, classes)
     params = list(layer.parameters()) + list(readout.parameters())
     opt = optim.Adam(params, lr=1e-2)
@@ -156,6 +157,8 @@ def tiny_step(seed=0, T=5, B=3, D=4, H=6, classes=3, backend_name="numpy", impl=
             out = F.dropout(out, dropout, True)
         loss = F.cross_entropy(readout(out), y)
         loss.backward()
+        if clip is not None:
+            optim.clip_grad_norm_(params, clip)
         opt.step()
         return loss
 
@@ -218,13 +221,15 @@ def test_our_cublas_hands_mixed_dtypes_to_cupy_and_refuses_them_in_a_capture(gpu
     blas.close()
 
 
-@pytest.mark.parametrize("impl,cell,H", [("batched", "lstm", 6), ("fused", "lstm", 6), ("batched", "lstm", 64),
-                                         ("batched", "rnn", 64)])
-def test_a_captured_step_equals_the_uncaptured_one(gpu, impl, cell, H):
+@pytest.mark.parametrize("impl,cell,H,clip", [("batched", "lstm", 6, None), ("fused", "lstm", 6, None),
+                                              ("batched", "lstm", 64, None), ("batched", "rnn", 64, None),
+                                              ("auto", "gru", 16, None), ("auto", "lstm", 32, 0.5)])
+def test_a_captured_step_equals_the_uncaptured_one(gpu, impl, cell, H, clip):
     """Six steps with new data each: losses and parameters of the graph replay match plain CuPy runs (H = 64:
-    the captured batched layer cuts each step's product into four pieces, the plain one does not)."""
-    plain, x_plain, p_plain = tiny_step(backend_name="cupy", impl=impl, cell=cell, H=H)
-    graphed, x_graph, p_graph = tiny_step(backend_name="cupy", impl=impl, cell=cell, H=H)
+    the captured batched layer cuts each step's product into four pieces, the plain one does not; GRU runs the
+    fused layer; clipping scales the gradients on the device)."""
+    plain, x_plain, p_plain = tiny_step(backend_name="cupy", impl=impl, cell=cell, H=H, clip=clip)
+    graphed, x_graph, p_graph = tiny_step(backend_name="cupy", impl=impl, cell=cell, H=H, clip=clip)
     captured = CapturedStep(graphed)
     rng = np.random.default_rng(7)
     modes = []
