@@ -64,6 +64,7 @@ notebooks=${PIPESTATUS[0]}
   echo "notebooks:  exit $notebooks | $(grep -E '[0-9]+ (passed|failed)' "$out/notebooks.log" | tail -1)"
   echo "benchmark:  exit $bench"
   grep -E '^(RNN|LSTM) |^  ' "$out/bench.log" || true
+  [ -f "$out/breakdown.log" ] && grep -A7 '^RNN L ' "$out/breakdown.log"
   grep -E '^(FAILED|ERROR)' "$out/unit.log" "$out/notebooks.log" | head -40 || true
 } | tee "$out/summary.txt"
 [ "$unit" = 0 ] && [ "$notebooks" = 0 ] && [ "$bench" = 0 ]
