@@ -14,7 +14,16 @@ def xp_backend(request):
     The cupy case skips with the library's own explanation of what is missing. The backend is set for the
     test and put back to 'numpy' afterwards, whatever happens.
     """
-    name = request.param
+    yield from _on_backend(request.param)
+
+
+@pytest.fixture
+def gpu():
+    """The cupy module with the cupy backend set, for GPU-only tests; skips with the reason where no GPU is usable."""
+    yield from _on_backend("cupy")
+
+
+def _on_backend(name):
     try:
         xp = tg.set_backend(name)
     except RuntimeError as error:

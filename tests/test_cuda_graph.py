@@ -176,19 +176,7 @@ def test_captured_step_on_numpy_runs_the_step_and_says_why():
     assert CapturedStep(step, enabled=False).reason == "capture disabled (enabled=False)"
 
 
-# --- on a GPU ---------------------------------------------------------------------------------------------------
-@pytest.fixture
-def gpu():
-    try:
-        cupy = tg.set_backend("cupy")
-    except RuntimeError as error:
-        pytest.skip(f"cupy backend unavailable: {error}")
-    try:
-        yield cupy
-    finally:
-        tg.set_backend("numpy")
-
-
+# --- on a GPU (the ``gpu`` fixture of conftest.py skips, saying why, where none is usable) ------------------------
 @pytest.mark.parametrize("name", list(layouts(np.random.default_rng(0))))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_our_cublas_equals_cupy_matmul(gpu, name, dtype):

@@ -687,28 +687,26 @@ class RNN(RNNBase):
     mode = "RNN"
 
 
-class LSTM(RNNBase):
+class _GatedBase(RNNBase):
+    """LSTM and GRU: PyTorch's signature, which has no ``nonlinearity`` (the gates fix their own)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 impl: str = "auto", dtype: Any = np.float32):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         impl=impl, dtype=dtype)
+
+
+class LSTM(_GatedBase):
     """Long short-term memory, gates (i, f, g, o), as ``torch.nn.LSTM``; hx and the final state are (h, c)."""
 
     mode = "LSTM"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "auto", dtype: Any = np.float32):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         impl=impl, dtype=dtype)
 
-
-class GRU(RNNBase):
+class GRU(_GatedBase):
     """Gated recurrent unit, gates (r, z, n) with b_hn inside r*(W_hn h + b_hn), as ``torch.nn.GRU``."""
 
     mode = "GRU"
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 impl: str = "auto", dtype: Any = np.float32):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         impl=impl, dtype=dtype)
 
 
 # --- cells ------------------------------------------------------------------------------------------------------
