@@ -12,9 +12,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import backend
-from . import functional as F
-from .tensor import Tensor
+from .. import backend
+from .. import functional as F
+from ..tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -272,4 +272,4 @@ def load(path: str) -> "OrderedDict[str, np.ndarray]":
         return OrderedDict((k, f[k]) for k in f.files)
 
 
-from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)
+from ..rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)
