@@ -38,7 +38,7 @@ broadcast_triples = hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, 
 MARKER = re.compile(r"""pytest\.mark\.primitive\(\s*["']([A-Za-z0-9_.\-]+)["']\s*\)""")
 # the primitives this file's module registers; others (e.g. the fused RNN op) are tested in their own files
 ENGINE_PRIMITIVES = {
-    "add", "mul", "div", "neg", "pow", "maximum", "exp", "log", "tanh", "sigmoid", "relu", "abs", "matmul",
+    "add", "sub", "mul", "div", "neg", "pow", "power", "sqrt", "min", "maximum", "exp", "log", "tanh", "sigmoid", "relu", "abs", "matmul",
     "sum", "max", "logsumexp", "reshape", "transpose", "getitem", "concatenate", "stack", "where", "cast",
 }
 
@@ -146,6 +146,30 @@ def test_pow_vjp(shape, exponent, seed):
     check_vjp("pow", lambda t: t**exponent, lambda a: a**exponent, [x], seed=seed)
 
 
+@pytest.mark.primitive("power")
+@GRAD
+@given(shapes_=broadcast_pairs, seed=seeds)
+def test_power_vjp(shapes_, seed):
+    """x ** y with both a tensor: gradients for the base and for the exponent."""
+    (sx, sy), _ = shapes_
+    check_vjp("power", lambda a, b: a ** b, lambda a, b: a ** b, [positive(seed, sx), values(seed + 1, sy)], seed=seed)
+
+
+@pytest.mark.primitive("sqrt")
+@GRAD
+@given(shape=shapes, seed=seeds)
+def test_sqrt_vjp(shape, seed):
+    check_vjp("sqrt", lambda t: t.sqrt(), anp.sqrt, [positive(seed, shape)], seed=seed)
+
+
+@pytest.mark.primitive("sub")
+@GRAD
+@given(shapes_=broadcast_pairs, seed=seeds)
+def test_sub_vjp(shapes_, seed):
+    (sa, sb), _ = shapes_
+    check_vjp("sub", lambda a, b: a - b, lambda a, b: a - b, [values(seed, sa), values(seed + 1, sb)], seed=seed)
+
+
 # --- matmul ----------------------------------------------------------------------------------------------------
 @st.composite
 def matmul_shapes(draw):
@@ -189,6 +213,7 @@ def reductions(draw):
 REDUCTIONS = {
     "sum": (lambda x, axis, k: x.sum(axis=axis, keepdims=k), lambda x, axis, k: anp.sum(x, axis=axis, keepdims=k)),
     "max": (lambda x, axis, k: x.max(axis=axis, keepdims=k), lambda x, axis, k: anp.max(x, axis=axis, keepdims=k)),
+    "min": (lambda x, axis, k: x.min(axis=axis, keepdims=k), lambda x, axis, k: anp.min(x, axis=axis, keepdims=k)),
     "logsumexp": (lambda x, axis, k: x.logsumexp(axis=axis, keepdims=k),
                   lambda x, axis, k: anp.log(anp.sum(anp.exp(x), axis=axis, keepdims=k))),
 }
@@ -197,6 +222,7 @@ REDUCTIONS = {
 @pytest.mark.parametrize("name", [
     pytest.param("sum", marks=pytest.mark.primitive("sum")),
     pytest.param("max", marks=pytest.mark.primitive("max")),
+    pytest.param("min", marks=pytest.mark.primitive("min")),
     pytest.param("logsumexp", marks=pytest.mark.primitive("logsumexp")),
 ])
 @GRAD
@@ -256,7 +282,7 @@ def transposes(draw):
 @given(case=transposes(), seed=seeds)
 def test_transpose_vjp(case, seed):
     shape, axes = case
-    check_vjp("transpose", lambda x: x.transpose(axes), lambda x: anp.transpose(x, axes), [values(seed, shape)], seed=seed)
+    check_vjp("transpose", lambda x: x.permute(axes), lambda x: anp.transpose(x, axes), [values(seed, shape)], seed=seed)
 
 
 @st.composite
@@ -417,6 +443,10 @@ EXAMPLES = {
     "div": (lambda a, b: a / b, lambda a, b: a / b, [_r(2, 3), _r(3, low=0.5)]),
     "neg": (lambda x: -x, lambda x: -x, [_r(2, 3)]),
     "pow": (lambda x: x**1.5, lambda x: x**1.5, [_r(2, 3, low=0.5)]),
+    "power": (lambda x, y: x**y, lambda x, y: x**y, [_r(2, 3, low=0.5), _r(3)]),
+    "sqrt": (lambda x: x.sqrt(), anp.sqrt, [_r(2, 3, low=0.5)]),
+    "sub": (lambda a, b: a - b, lambda a, b: a - b, [_r(2, 3), _r(3)]),
+    "min": (lambda x: x.min(axis=1), lambda x: anp.min(x, axis=1), [_r(2, 3)]),
     "maximum": (tg.maximum, anp.maximum, [_r(2, 3), _r(3, seed=7)]),
     "exp": (Tensor.exp, anp.exp, [_r(2, 3)]),
     "log": (Tensor.log, anp.log, [_r(2, 3, low=0.5)]),

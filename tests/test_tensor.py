@@ -325,7 +325,7 @@ def test_matmul_shape_errors():
 
 def test_broadcasting_errors():
     a, b = leaf(np.ones((2, 3))), leaf(np.ones(4))
-    for op, name in [(lambda: a + b, "add"), (lambda: a * b, "mul"), (lambda: a / b, "div"), (lambda: a - b, "add"),
+    for op, name in [(lambda: a + b, "add"), (lambda: a * b, "mul"), (lambda: a / b, "div"), (lambda: a - b, "sub"),
                      (lambda: tg.maximum(a, b), "maximum")]:
         message = rf"{name}: shapes \(2, 3\) and \(4,\) cannot be broadcast together: aligned from the right"
         with pytest.raises(ValueError, match=message):
@@ -426,7 +426,9 @@ def test_other_user_errors():
     with pytest.raises(ValueError, match=r"cannot reshape a tensor of shape \(2, 3\) \(6 elements\) into \(4, 2\)"):
         x.reshape(4, 2)
     with pytest.raises(ValueError, match="not a permutation"):
-        x.transpose(0, 0)
+        x.permute(0, 0)
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        x.transpose(0, 2)
     with pytest.raises(ValueError, match="axis 2 is out of range for a tensor with 2 axes"):
         x.sum(axis=2)
     with pytest.raises(ValueError, match="stack needs tensors of one shape"):

@@ -71,21 +71,40 @@ def _expand_reduced(g: Any, x_shape: tuple, axis: Any, keepdims: bool) -> Any:
 
 # --- elementwise arithmetic (broadcasting) -------------------------------------------------------------
 defprim("add", lambda a, b: a + b, lambda g, ans, a, b: (g, g), "d(a+b) = (g, g)")
+defprim("sub", lambda a, b: a - b, lambda g, ans, a, b: (g, -g), "d(a-b) = (g, -g)")
 defprim("mul", lambda a, b: a * b, lambda g, ans, a, b: (g * b, g * a), "d(a*b) = (g*b, g*a)")
 defprim("div", lambda a, b: a / b, lambda g, ans, a, b: (g / b, -g * ans / b), "d(a/b) = (g/b, -g*a/b**2)")
 defprim("neg", lambda x: -x, lambda g, ans, x: (-g,), "d(-x) = -g")
-defprim(
-    "pow",
-    lambda x, exponent: x**exponent,
-    lambda g, ans, x, exponent: (g * exponent * x ** (exponent - 1),),
-    "d(x**p) = g*p*x**(p-1), p a constant",
-)
-defprim(
-    "maximum",
-    lambda a, b: xp_of(a, b).maximum(a, b),
-    lambda g, ans, a, b: (g * (a >= b), g * (a < b)),
-    "d max(a,b) = g to the larger input (to a on ties)",
-)
+
+
+def _pow_vjp(g: Any, ans: Any, x: Any, exponent: Any) -> tuple:
+    if exponent == 0:  # d(x**0)/dx = 0 everywhere, also at x = 0 (where p*x**(p-1) would be 0*inf)
+        return (xp_of(x).zeros_like(g),)
+    return (g * exponent * x ** (exponent - 1),)
+
+
+defprim("pow", lambda x, exponent: x**exponent, _pow_vjp, "d(x**p) = g*p*x**(p-1), p a constant (0 for p = 0)")
+
+
+def _power_vjp(g: Any, ans: Any, x: Any, y: Any) -> tuple:
+    """d(x**y): g*y*x**(y-1) for x (0 where y = 0) and g*x**y*log(x) for y (0 where x = 0 and y >= 0)."""
+    xp = xp_of(x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gx = xp.where(y == 0, 0, g * y * x ** xp.where(y == 0, 1, y - 1))
+        gy = xp.where((x == 0) & (y >= 0), 0, g * ans * xp.log(x))
+    return gx, gy
+
+
+defprim("power", lambda x, y: x**y, _power_vjp, "d(x**y) = (g*y*x**(y-1), g*x**y*log x)")
+
+
+def _maximum_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
+    tie = (a == b) * 0.5  # at ties each input gets half, as PyTorch's maximum
+    return g * ((a > b) + tie), g * ((a < b) + tie)
+
+
+defprim("maximum", lambda a, b: xp_of(a, b).maximum(a, b), _maximum_vjp,
+        "d max(a,b) = g to the larger input, g/2 to each on ties")
 
 # --- elementwise functions ------------------------------------------------------------------------------
 defprim("exp", lambda x: xp_of(x).exp(x), lambda g, ans, x: (g * ans,), "d exp(x) = g*ans")
@@ -93,15 +112,24 @@ defprim("log", lambda x: xp_of(x).log(x), lambda g, ans, x: (g / x,), "d log(x) 
 defprim("tanh", lambda x: xp_of(x).tanh(x), lambda g, ans, x: (g * (1 - ans * ans),), "d tanh(x) = g*(1-ans**2)")
 
 
-def _sigmoid(x: Any) -> Any:
-    # 1/(1+exp(-x)) overflows for large -x; this form is exact and never overflows
-    return 0.5 * (1 + xp_of(x).tanh(0.5 * x))
+def sigmoid(x: Any) -> Any:
+    """The logistic function of an array, exact in both tails: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below.
+
+    Both branches evaluate e^-|x| <= 1, which never overflows, and neither subtracts nearly equal numbers,
+    so float32 keeps its relative precision down to sigmoid(-87) ~ 1.6e-38 (0.5*(1+tanh(x/2)) loses the
+    negative tail: it rounds sigmoid(-20) to 0).
+    """
+    xp = xp_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-defprim("sigmoid", _sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid(x) = g*ans*(1-ans)")
+_sigmoid = sigmoid
+defprim("sigmoid", sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid(x) = g*ans*(1-ans)")
 # maximum, not x*(x>0): that gives nan at -inf and -0.0 for negative x
 defprim("relu", lambda x: xp_of(x).maximum(x, 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")
 defprim("abs", lambda x: xp_of(x).abs(x), lambda g, ans, x: (g * xp_of(x).sign(x),), "d |x| = g*sign(x)")
+defprim("sqrt", lambda x: xp_of(x).sqrt(x), lambda g, ans, x: (g / (2 * ans),), "d sqrt(x) = g/(2*ans)")
 
 # --- linear algebra ----------------------------------------------------------------------------------------
 
@@ -161,6 +189,14 @@ defprim(
     lambda x, axis=None, keepdims=False: x.max(axis=axis, keepdims=keepdims),
     _max_vjp,
     "d max(x) = g to the maximal entries, split evenly among ties",
+)
+
+
+defprim(
+    "min",
+    lambda x, axis=None, keepdims=False: x.min(axis=axis, keepdims=keepdims),
+    _max_vjp,
+    "d min(x) = g to the minimal entries, split evenly among ties",
 )
 
 

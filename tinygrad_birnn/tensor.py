@@ -1,111 +1,53 @@
 """``Tensor``: an array that remembers how it was made, and ``backward``, which walks that record in reverse.
 
-Each operation on tensors runs a primitive from :mod:`tinygrad_birnn.ops` and, when any input requires a
-gradient, records a :class:`Node`: the primitive, its input tensors, the arrays its gradient needs and its
-parameters. ``backward`` orders the nodes topologically with an explicit stack (no recursion, so a chain
-of a hundred thousand nodes is fine), runs each node's vector-Jacobian product once, reduces broadcast
-gradients in one place, and adds the results into the ``.grad`` of the leaves, as PyTorch does.
+Each operation on tensors runs a primitive from :mod:`tinygrad_birnn.ops` and, when grad mode is on
+(:mod:`tinygrad_birnn.grad_mode`, per thread) and any input requires a gradient, records a node of the graph
+(:mod:`tinygrad_birnn.graph`). Values, dtypes (:mod:`tinygrad_birnn.dtypes`), shapes, indexing
+(:mod:`tinygrad_birnn.indexing`) and gradients follow PyTorch; the differences are listed, with their
+reasons, in the book's page on semantics.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import backend
+from . import backend, dtypes
 from .backend import xp_of
-from .ops import PRIMITIVES, Primitive, unbroadcast
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401 (re-exported)
+from .graph import Node, backward_pass, topological_order
+from .indexing import plan_index
+from .ops import PRIMITIVES, Primitive
 
-_grad_enabled = True
-
-
-def is_grad_enabled() -> bool:
-    """False inside ``no_grad()``: operations then record no graph."""
-    return _grad_enabled
-
-
-class no_grad:
-    """Context manager (and decorator) under which operations record no graph, as ``torch.no_grad``."""
-
-    def __enter__(self) -> "no_grad":
-        global _grad_enabled
-        self._previous, _grad_enabled = _grad_enabled, False
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous
-
-    def __call__(self, function: Any) -> Any:
-        @functools.wraps(function)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with no_grad():
-                return function(*args, **kwargs)
-
-        return wrapped
-
-
-class Node:
-    """One recorded operation: what ran, on which tensors, and what its gradient needs."""
-
-    __slots__ = ("prim", "parents", "inputs", "params", "ans", "res", "n_out", "freed", "retained")
-
-    def __init__(self, prim: Primitive, parents: tuple, inputs: tuple, params: dict, ans: Any, res: Any):
-        self.prim, self.parents, self.inputs, self.params = prim, parents, inputs, params
-        self.ans, self.res = ans, res
-        self.n_out = len(ans) if isinstance(ans, tuple) else 1
-        self.freed = False
-        self.retained: dict[int, Tensor] | None = None
-
-    def vjp(self, gs: list) -> tuple:
-        """The gradients of this node's inputs, given the gradients of its outputs (None counts as zero)."""
-        if self.n_out == 1:
-            g = gs[0]
-        else:
-            g = tuple(backend.xp_of(a).zeros_like(a) if gi is None else gi for gi, a in zip(gs, self.ans))
-        if self.prim.has_residuals:
-            return self.prim.vjp(g, self.ans, *self.inputs, res=self.res, **self.params)
-        return self.prim.vjp(g, self.ans, *self.inputs, **self.params)
-
-    def release(self) -> None:
-        """Drop the saved arrays; a second backward through this node then fails loudly."""
-        self.inputs = self.ans = self.res = None
-        self.freed = True
-
-
-def _is_float(dtype: Any) -> bool:
-    return np.issubdtype(np.dtype(dtype), np.floating)
+_topological_order = topological_order  # the name chapter 3 used; topological_order is the public one
+_is_float = dtypes.is_float
 
 
 class Tensor:
     """An n-dimensional array with an optional gradient, shaped like PyTorch's ``torch.Tensor``.
 
-    ``Tensor(data)`` places ``data`` on the current backend. Python floats and lists of them become
-    float32 (the default, as in PyTorch); a NumPy array keeps its dtype, so float64 stays float64. The data
-    is copied, as ``torch.tensor`` copies it.
+    ``Tensor(data)`` places an independent copy of ``data`` on the current backend. Python floats and lists
+    of them become float32 (the default, as in PyTorch), Python ints int64; arrays and array-likes keep
+    their dtype (a float64 NumPy array, or a float64 torch tensor, stays float64).
+
+    >>> x = Tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    Tensor([[2., 4.],
+            [6., 8.]])
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "_version", "__weakref__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None):
-        given = data.data if isinstance(data, Tensor) else data
-        if isinstance(data, Tensor) or backend.is_cupy_array(data):
-            data = given
-        elif isinstance(data, (np.ndarray, np.generic)):
-            data = backend.to_backend(data, backend.backend_name())
+        if isinstance(data, Tensor):
+            data = data.data
+        if backend.is_cupy_array(data):
+            data = data.astype(dtype if dtype is not None else data.dtype, copy=True)
+            dtypes.category(data.dtype)
         else:
-            host = np.asarray(data)
-            if host.dtype == np.float64 and dtype is None:
-                host = host.astype(np.float32)  # Python floats default to float32, as torch.tensor does
-            if host.dtype == object:
-                raise TypeError(f"Tensor data must be numbers or nested lists of numbers; got {type(data).__name__}")
-            data = backend.to_backend(host, backend.backend_name())
-        if dtype is not None and data.dtype != np.dtype(dtype):
-            data = data.astype(dtype)
-        if data is given:
-            data = data.copy()  # as torch.tensor: the tensor owns its data, so in-place updates never leak out
+            data = backend.to_backend(dtypes.as_array(data, dtype), backend.backend_name())
         if requires_grad and not _is_float(data.dtype):
             raise TypeError(f"only floating-point tensors can require gradients; got dtype {data.dtype}")
         self.data = data
@@ -113,11 +55,14 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._node: Node | None = None
         self._index = 0
+        self._version = 0
 
     @classmethod
     def _make(cls, data: Any, requires_grad: bool, node: Node | None, index: int = 0) -> "Tensor":
         t = cls.__new__(cls)
-        t.data, t.grad, t.requires_grad, t._node, t._index = data, None, requires_grad, node, index
+        if isinstance(data, np.generic):  # NumPy reductions return scalars: a tensor always holds an array
+            data = np.asarray(data)
+        t.data, t.grad, t.requires_grad, t._node, t._index, t._version = data, None, requires_grad, node, index, 0
         return t
 
     # --- properties -----------------------------------------------------------------------------------------
@@ -128,10 +73,43 @@ class Tensor:
     device = property(lambda self: "cupy" if backend.is_cupy_array(self.data) else "numpy",
                       doc="The backend the data lives on: 'numpy' (host) or 'cupy' (GPU).")
     is_leaf = property(lambda self: self._node is None, doc="True for tensors made by the user, not by an op.")
-    T = property(lambda self: self.transpose(), doc="The tensor with its axes reversed.")
+    T = property(lambda self: self.permute(*reversed(range(self.ndim))), doc="The tensor with its axes reversed.")
+
+    def dim(self) -> int:
+        """The number of axes (PyTorch's name)."""
+        return self.ndim
+
+    def numel(self) -> int:
+        """The number of elements (PyTorch's name)."""
+        return self.size
 
     def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
         return len(self.data)
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.size} elements (shape {self.shape}) is ambiguous: "
+                "use .any() or .all(), or compare a single element")
+        return bool(self.data.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.size != 1 or self.dtype.kind not in "iu":
+            raise TypeError(f"only a single-element integer tensor can be used as an index; got {self.dtype} "
+                            f"of shape {self.shape}")
+        return int(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        host = backend.to_numpy(self.data)
+        return host if dtype is None else host.astype(dtype)
 
     def __repr__(self) -> str:
         body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4, prefix="Tensor(")
@@ -144,7 +122,7 @@ class Tensor:
         """A host (NumPy) copy of the data, detached from the graph."""
         return backend.to_numpy(self.data)
 
-    def item(self) -> float:
+    def item(self) -> Any:
         """The value of a single-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item() needs a single-element tensor; got shape {self.shape}")
@@ -153,16 +131,26 @@ class Tensor:
     def tolist(self) -> Any:
         return self.numpy().tolist()
 
+    def any(self) -> "Tensor":
+        return Tensor._make(self.data.any(), False, None)
+
+    def all(self) -> "Tensor":
+        return Tensor._make(self.data.all(), False, None)
+
     def detach(self) -> "Tensor":
         """The same data, cut from the graph (no gradient flows through the result)."""
         return Tensor._make(self.data, False, None)
+
+    def clone(self) -> "Tensor":
+        """A copy of the data that stays in the graph (gradients flow back to ``self``)."""
+        return apply(PRIMITIVES["cast"], self, dtype=self.dtype)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         if flag and not _is_float(self.dtype):
             raise TypeError(f"only floating-point tensors can require gradients; got dtype {self.dtype}")
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only be set on a leaf tensor (one made by the user, not by an op)")
-        self.requires_grad = flag
+        self.requires_grad = bool(flag)
         return self
 
     def retain_grad(self) -> "Tensor":
@@ -179,6 +167,7 @@ class Tensor:
             moved = backend.to_backend(self.data, target)
             return Tensor._make(moved, self.requires_grad and self.is_leaf, None)
         dtype = np.dtype(target)
+        dtypes.category(dtype)
         if dtype == self.dtype:
             return self
         return apply(PRIMITIVES["cast"], self, dtype=dtype)
@@ -189,12 +178,22 @@ class Tensor:
     def double(self) -> "Tensor":
         return self.to(np.float64)
 
+    def long(self) -> "Tensor":
+        return self.to(np.int64)
+
+    def int(self) -> "Tensor":
+        return self.to(np.int32)
+
+    def bool(self) -> "Tensor":
+        return self.to(np.bool_)
+
     # --- backward -------------------------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Add d(self)/d(leaf) contracted with ``grad`` into every leaf's ``.grad``.
 
-        ``grad`` may be left out only for a single-element tensor (it is then 1). The graph's saved arrays
-        are released afterwards unless ``retain_graph=True``.
+        ``grad`` may be left out only for a single-element tensor (it is then 1). The graph (its saved
+        arrays and its links to intermediate tensors) is released afterwards unless ``retain_graph=True``.
+        Raises if a tensor the graph used was changed in place since (version counters, as PyTorch).
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -219,37 +218,7 @@ class Tensor:
         if self._node is None:
             self._accumulate(g)
             return
-        order = _topological_order(self._node)
-        grads: dict[int, list] = {id(self._node): [None] * self._node.n_out}
-        grads[id(self._node)][self._index] = g
-        leaf_grads: dict[int, list] = {}
-        for node in reversed(order):
-            gs = grads.pop(id(node), None)
-            if gs is None:
-                continue
-            if node.retained:
-                for i, t in node.retained.items():
-                    if gs[i] is not None:
-                        t._accumulate(gs[i])
-            for parent, pg, x in zip(node.parents, node.vjp(gs), node.inputs):
-                if pg is None or not parent.requires_grad:
-                    continue
-                if pg.shape != x.shape:
-                    pg = unbroadcast(pg, x.shape)
-                if pg.dtype != x.dtype:
-                    pg = pg.astype(x.dtype)
-                if parent._node is None:
-                    slot = leaf_grads.setdefault(id(parent), [parent, None])
-                    slot[1] = pg if slot[1] is None else slot[1] + pg
-                else:
-                    slots = grads.setdefault(id(parent._node), [None] * parent._node.n_out)
-                    i = parent._index
-                    slots[i] = pg if slots[i] is None else slots[i] + pg
-        for leaf, pg in leaf_grads.values():
-            leaf._accumulate(pg)
-        if not retain_graph:
-            for node in order:
-                node.release()
+        backward_pass(self, g, retain_graph)
 
     def _accumulate(self, g: Any) -> None:
         if self.grad is None:
@@ -257,22 +226,99 @@ class Tensor:
         else:
             self.grad.data += g
 
+    # --- in place -------------------------------------------------------------------------------------------
+    def _bump(self) -> None:
+        """Count an in-place change of the data, so a graph that saved the old values refuses to use them."""
+        self._version += 1
+
+    def _inplace(self, name: str, other: Any) -> "Tensor":
+        if is_grad_enabled() and self.requires_grad:
+            if self.is_leaf:
+                raise RuntimeError(
+                    f"in-place {name} on a leaf tensor that requires grad: wrap it in `with no_grad():` "
+                    "(as an optimizer step does), or use the out-of-place operator")
+            return NotImplemented  # inside a graph: Python falls back to the out-of-place operator
+        value = other.data if isinstance(other, Tensor) else other
+        result = dtypes.result_type(self.data, value) if name != "div" else dtypes.float_result(
+            dtypes.result_type(self.data, value))
+        if dtypes.promote_types(result, self.dtype) != self.dtype:
+            raise TypeError(f"in-place {name}: the result type {result} cannot be stored in a tensor of dtype "
+                            f"{self.dtype}")
+        if hasattr(value, "shape") and np.broadcast_shapes(self.shape, tuple(value.shape)) != self.shape:
+            raise ValueError(f"in-place {name}: a tensor of shape {tuple(value.shape)} cannot be broadcast "
+                             f"to this tensor's shape {self.shape}")
+        xp_of(self.data, value)
+        getattr(self.data, {"add": "__iadd__", "sub": "__isub__", "mul": "__imul__", "div": "__itruediv__",
+                            "copy": "__setitem__"}[name])(*((Ellipsis, value) if name == "copy" else (value,)))
+        self._bump()
+        return self
+
+    def __iadd__(self, other: Any) -> "Tensor":
+        return self._inplace("add", other)
+
+    def __isub__(self, other: Any) -> "Tensor":
+        return self._inplace("sub", other)
+
+    def __imul__(self, other: Any) -> "Tensor":
+        return self._inplace("mul", other)
+
+    def __itruediv__(self, other: Any) -> "Tensor":
+        return self._inplace("div", other)
+
+    def add_(self, other: Any, alpha: float = 1.0) -> "Tensor":
+        return self._checked_inplace("add", other if alpha == 1 else other * alpha)
+
+    def sub_(self, other: Any, alpha: float = 1.0) -> "Tensor":
+        return self._checked_inplace("sub", other if alpha == 1 else other * alpha)
+
+    def mul_(self, other: Any) -> "Tensor":
+        return self._checked_inplace("mul", other)
+
+    def div_(self, other: Any) -> "Tensor":
+        return self._checked_inplace("div", other)
+
+    def copy_(self, source: Any) -> "Tensor":
+        src = source.data if isinstance(source, Tensor) else source
+        return self._checked_inplace("copy", src.astype(self.dtype) if hasattr(src, "astype") else src)
+
+    def zero_(self) -> "Tensor":
+        return self._checked_inplace("mul", 0)
+
+    def fill_(self, value: Any) -> "Tensor":
+        return self._checked_inplace("copy", value)
+
+    def _checked_inplace(self, name: str, other: Any) -> "Tensor":
+        out = self._inplace(name, other)
+        if out is NotImplemented:
+            raise RuntimeError(f"{name}_ on a tensor inside a graph that requires grad is not supported; "
+                               "use the out-of-place operation")
+        return out
+
     # --- operators -------------------------------------------------------------------------------------------
     def _lift(self, other: Any) -> "Tensor":
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (bool, int, float)):
+        if isinstance(other, (bool, int, float, np.generic)):
+            dtypes.scalar_dtype(other)
             xp = xp_of(self.data)
-            dtype = self.dtype if _is_float(self.dtype) else np.asarray(other).dtype
+            dtype = dtypes.result_type(self.data, other)
             return Tensor._make(xp.full((), other, dtype=dtype), False, None)  # filled on the device: no copy
-        if hasattr(other, "shape"):
+        if hasattr(other, "shape") and hasattr(other, "dtype"):
             xp_of(self.data, other)  # raises if other lives on another backend
+            dtypes.category(other.dtype)
             return Tensor._make(other, False, None)
+        if isinstance(other, (list, tuple)):
+            return Tensor(other)
         raise TypeError(f"cannot combine a Tensor with {type(other).__name__}: expected a Tensor, array or number")
 
     def _binary(self, name: str, other: Any, reflected: bool = False) -> "Tensor":
-        other = self._lift(other)
-        a, b = (other, self) if reflected else (self, other)
+        lifted = self._lift(other)
+        a, b = (lifted, self) if reflected else (self, lifted)
+        dtype = dtypes.result_type(a.data, b.data) if isinstance(other, Tensor) or hasattr(other, "shape") \
+            else dtypes.result_type(self.data, other)
+        if name == "div":
+            dtype = dtypes.float_result(dtype)
+        a, b = _cast(a, dtype), _cast(b, dtype)
         try:
             return apply(PRIMITIVES[name], a, b)
         except ValueError as error:
@@ -290,10 +336,10 @@ class Tensor:
         return self._binary("add", other, reflected=True)
 
     def __sub__(self, other: Any) -> "Tensor":
-        return self._binary("add", -self._lift(other))
+        return self._binary("sub", other)
 
     def __rsub__(self, other: Any) -> "Tensor":
-        return self._lift(other)._binary("add", -self)
+        return self._binary("sub", other, reflected=True)
 
     def __mul__(self, other: Any) -> "Tensor":
         return self._binary("mul", other)
@@ -308,25 +354,49 @@ class Tensor:
         return self._binary("div", other, reflected=True)
 
     def __neg__(self) -> "Tensor":
+        if self.dtype == np.bool_:
+            raise TypeError("negation of a bool tensor is not supported: use ~ (logical not) instead")
         return apply(PRIMITIVES["neg"], self)
 
+    def __pos__(self) -> "Tensor":
+        return self
+
+    def __invert__(self) -> "Tensor":
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"~ needs a bool or integer tensor; got dtype {self.dtype}")
+        return Tensor._make(~self.data, False, None)
+
     def __pow__(self, exponent: Any) -> "Tensor":
-        if isinstance(exponent, (int, float)):
-            return apply(PRIMITIVES["pow"], self, exponent=exponent)
-        return (self._lift(exponent) * self.log()).exp()  # x**y = exp(y log x) for a tensor exponent
+        if isinstance(exponent, (bool, int, float, np.number)) and not isinstance(exponent, np.ndarray):
+            dtype = dtypes.result_type(self.data, exponent)
+            if dtype.kind in "iu" and exponent < 0:
+                raise ValueError(f"integers to negative integer powers are not allowed: {self.dtype} ** {exponent}")
+            value = float(exponent) if dtype.kind == "f" else int(exponent)
+            return apply(PRIMITIVES["pow"], _cast(self, dtype), exponent=value)
+        return self._binary("power", exponent)
 
     def __rpow__(self, base: Any) -> "Tensor":
-        return (self * float(np.log(base))).exp()
+        return self._binary("power", base, reflected=True)
+
+    def pow(self, exponent: Any) -> "Tensor":
+        return self**exponent
 
     def __matmul__(self, other: Any) -> "Tensor":
         other = self._lift(other)
         _check_matmul(self.shape, other.shape)
-        return apply(PRIMITIVES["matmul"], self, other)
+        dtype = dtypes.promote_types(self.dtype, other.dtype)
+        return apply(PRIMITIVES["matmul"], _cast(self, dtype), _cast(other, dtype))
 
     def __rmatmul__(self, other: Any) -> "Tensor":
         return self._lift(other).__matmul__(self)
 
+    def matmul(self, other: Any) -> "Tensor":
+        """``self @ other`` (PyTorch's ``Tensor.matmul``)."""
+        return self @ other
+
     def _compare(self, other: Any, op: str) -> "Tensor":
+        if other is None or isinstance(other, str):
+            return NotImplemented
         o = self._lift(other).data
         return Tensor._make(getattr(self.data, op)(o), False, None)
 
@@ -339,17 +409,23 @@ class Tensor:
     __hash__ = object.__hash__
 
     # --- elementwise functions -----------------------------------------------------------------------------
+    def _float_unary(self, name: str) -> "Tensor":
+        return apply(PRIMITIVES[name], _cast(self, dtypes.float_result(self.dtype)))
+
     def exp(self) -> "Tensor":
-        return apply(PRIMITIVES["exp"], self)
+        return self._float_unary("exp")
 
     def log(self) -> "Tensor":
-        return apply(PRIMITIVES["log"], self)
+        return self._float_unary("log")
 
     def tanh(self) -> "Tensor":
-        return apply(PRIMITIVES["tanh"], self)
+        return self._float_unary("tanh")
 
     def sigmoid(self) -> "Tensor":
-        return apply(PRIMITIVES["sigmoid"], self)
+        return self._float_unary("sigmoid")
+
+    def sqrt(self) -> "Tensor":
+        return self._float_unary("sqrt")
 
     def relu(self) -> "Tensor":
         return apply(PRIMITIVES["relu"], self)
@@ -357,27 +433,37 @@ class Tensor:
     def abs(self) -> "Tensor":
         return apply(PRIMITIVES["abs"], self)
 
-    def sqrt(self) -> "Tensor":
-        return self**0.5
+    # --- reductions (axis/keepdims, or PyTorch's dim/keepdim) ------------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        return apply(PRIMITIVES["sum"], self, axis=axis, keepdims=keepdims)
 
-    # --- reductions ------------------------------------------------------------------------------------------
-    def sum(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return apply(PRIMITIVES["sum"], self, axis=_axis(axis, self.ndim), keepdims=keepdims)
-
-    def mean(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        axis = _axis(axis, self.ndim)
+    def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        if not _is_float(self.dtype):
+            raise TypeError(f"mean() needs a floating-point tensor; got dtype {self.dtype}: cast it with .float()")
+        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
         axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
         count = int(np.prod([self.shape[a] for a in axes]))
-        return self.sum(axis, keepdims) * (1.0 / count)
+        return self.sum(axis, keepdims) * (1.0 / count if count else float("nan"))  # empty: nan, as PyTorch
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return apply(PRIMITIVES["max"], self, axis=_axis(axis, self.ndim), keepdims=keepdims)
+    def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        return self._extreme("max", axis, keepdims, dim, keepdim)
 
-    def min(self, axis: Any = None, keepdims: bool = False) -> "Tensor":
-        return -((-self).max(axis, keepdims))
+    def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        return self._extreme("min", axis, keepdims, dim, keepdim)
 
-    def logsumexp(self, axis: int = -1, keepdims: bool = False) -> "Tensor":
-        return apply(PRIMITIVES["logsumexp"], self, axis=_axis(axis, self.ndim), keepdims=keepdims)
+    def _extreme(self, name: str, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> "Tensor":
+        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
+        if any(self.shape[a] == 0 for a in axes) or (axis is None and self.size == 0):
+            raise ValueError(f"{name}() of an empty tensor (shape {self.shape}) over axis {axis}: it has no "
+                             "identity; reduce over a non-empty axis")
+        return apply(PRIMITIVES[name], self, axis=axis, keepdims=keepdims)
+
+    def logsumexp(self, axis: int = -1, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        return apply(PRIMITIVES["logsumexp"], _cast(self, dtypes.float_result(self.dtype)), axis=axis,
+                     keepdims=keepdims)
 
     # --- shape -----------------------------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> "Tensor":
@@ -385,15 +471,96 @@ class Tensor:
         new_shape = _resolve_shape(self.shape, tuple(int(n) for n in shape))
         return apply(PRIMITIVES["reshape"], self, shape=new_shape)
 
-    def transpose(self, *axes: Any) -> "Tensor":
-        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        axes = axes or tuple(reversed(range(self.ndim)))
-        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of shape {self.shape}")
-        return apply(PRIMITIVES["transpose"], self, axes=tuple(a % self.ndim for a in axes))
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
+        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        d = _axis(dim, self.ndim + 1)
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim: Any = None) -> "Tensor":
+        if dim is None:
+            return self.reshape(tuple(n for n in self.shape if n != 1))
+        if self.ndim == 0:
+            _axis(dim, 0)
+            return self
+        d = _axis(dim, self.ndim)
+        return self if self.shape[d] != 1 else self.reshape(self.shape[:d] + self.shape[d + 1:])
+
+    def permute(self, *dims: Any) -> "Tensor":
+        """The axes reordered: axis i of the result is axis ``dims[i]`` of ``self`` (PyTorch's ``permute``)."""
+        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        if len(dims) != self.ndim:
+            raise ValueError(f"permute: dims {dims} must name each of the {self.ndim} axes of shape {self.shape} once")
+        axes = tuple(_axis(d, self.ndim) for d in dims) if self.ndim else ()
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} axes of shape {self.shape}")
+        return apply(PRIMITIVES["transpose"], self, axes=axes)
+
+    def transpose(self, *dims: Any) -> "Tensor":
+        """``transpose(dim0, dim1)`` swaps two axes, as PyTorch; with no argument, or a full permutation of
+        the axes, it reorders them as NumPy's ``transpose`` does."""
+        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        if not dims:
+            return self.permute(*reversed(range(self.ndim)))
+        if len(dims) == 2:  # PyTorch: swap two axes (on a 0-d tensor only 0 and -1 are allowed)
+            d0, d1 = (_axis(d, max(self.ndim, 1)) for d in dims)
+            order = list(range(self.ndim))
+            if self.ndim:
+                order[d0], order[d1] = order[d1], order[d0]
+            return self.permute(*order)
+        return self.permute(*dims)
+
+    def t(self) -> "Tensor":
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor with at most 2 axes; got shape {self.shape}: use transpose(0, 1)")
+        return self.transpose()
 
     def __getitem__(self, index: Any) -> "Tensor":
-        return apply(PRIMITIVES["getitem"], self, index=_check_index(index, self))
+        out = self
+        for step in plan_index(index, self.data):
+            out = apply(PRIMITIVES["getitem"], out, index=step if len(step) != 1 else step[0])
+        return out
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        if is_grad_enabled() and self.requires_grad:
+            raise RuntimeError("item assignment on a tensor that requires grad is not supported: build the "
+                               "result with where() or concatenate(), or assign under no_grad()")
+        v = value.data if isinstance(value, Tensor) else value
+        steps = plan_index(index, self.data)
+        if len(steps) != 1:
+            raise IndexError("assignment through an index that mixes integers and arrays is not supported")
+        self.data[steps[0] if len(steps[0]) != 1 else steps[0][0]] = v
+        self._bump()
+
+
+def _cast(t: Tensor, dtype: Any) -> Tensor:
+    """``t`` in ``dtype`` (differentiable), or ``t`` itself when it has that dtype already."""
+    if t.dtype == dtype:
+        return t
+    if t.is_leaf and not t.requires_grad:
+        return Tensor._make(t.data.astype(dtype), False, None)
+    return apply(PRIMITIVES["cast"], t, dtype=np.dtype(dtype))
+
+
+def _reduction_args(t: Tensor, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> tuple:
+    """The axis and keepdims of a reduction, from NumPy's names or PyTorch's; a 0-d tensor accepts axis 0 or -1."""
+    if dim is not None:
+        axis = dim
+    if keepdim is not None:
+        keepdims = bool(keepdim)
+    if t.ndim == 0 and axis is not None:
+        for a in ((axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)):
+            _axis(a, 0)
+        return None, keepdims
+    if isinstance(axis, (tuple, list)) and not axis:
+        return None, keepdims
+    return _axis(axis, t.ndim), keepdims
 
 
 def apply(prim: Primitive, *inputs: Tensor, **params: Any) -> Any:
@@ -403,36 +570,23 @@ def apply(prim: Primitive, *inputs: Tensor, **params: Any) -> Any:
     res = None
     if prim.has_residuals:
         out, res = out
-    need = _grad_enabled and any(t.requires_grad for t in inputs)
+    need = is_grad_enabled() and any(t.requires_grad for t in inputs)
     node = Node(prim, inputs, arrays, params, out, res) if need else None
     if isinstance(out, tuple):
         return tuple(Tensor._make(o, need, node, i) for i, o in enumerate(out))
     return Tensor._make(out, need, node)
 
 
-def _topological_order(root: Node) -> list[Node]:
-    """Nodes reachable from ``root``, each after all the nodes it depends on (iterative depth-first search)."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        if node.freed:
-            raise RuntimeError(
-                "backward() through a graph whose saved arrays were released by an earlier backward(); "
-                "pass retain_graph=True to the first backward() to go through the graph twice"
-            )
-        seen.add(id(node))
-        stack.append((node, True))
-        for parent in node.parents:
-            if parent._node is not None and id(parent._node) not in seen:
-                stack.append((parent._node, False))
-    return order
+def as_tensor(data: Any, dtype: Any = None) -> Tensor:
+    """A tensor that shares ``data``'s memory when it is a plain array of the current backend, as
+    ``torch.as_tensor``; otherwise a copy, as ``Tensor(data)``. Never records a graph."""
+    if isinstance(data, Tensor):
+        return data if dtype is None or data.dtype == np.dtype(dtype) else data.detach().to(dtype)
+    plain = type(data) is np.ndarray if backend.backend_name() == "numpy" else backend.is_cupy_array(data)
+    if plain and (dtype is None or np.dtype(dtype) == data.dtype):
+        dtypes.category(data.dtype)
+        return Tensor._make(data, False, None)
+    return Tensor(data, dtype=dtype)
 
 
 def _axis(axis: Any, ndim: int) -> Any:
@@ -474,30 +628,6 @@ def _check_matmul(a: tuple, b: tuple) -> None:
         raise ValueError(f"matmul: the batch axes of shapes {a} and {b} cannot be broadcast together") from None
 
 
-def _check_index(index: Any, t: Tensor) -> Any:
-    """Turn Tensors and lists in an index into arrays and reject what is not an index (floats, say)."""
-    items = index if isinstance(index, tuple) else (index,)
-    out = []
-    xp = xp_of(t.data)
-    for i in items:
-        if isinstance(i, Tensor):
-            i = i.data
-        if isinstance(i, list):
-            i = np.asarray(i)
-        if hasattr(i, "dtype"):
-            if not (np.issubdtype(i.dtype, np.integer) or i.dtype == np.bool_):
-                raise IndexError(f"index arrays must hold integers or booleans; got dtype {i.dtype}")
-            if isinstance(i, np.ndarray) and xp is not np:
-                i = xp.asarray(i)
-            xp_of(i, t.data)
-        elif not (isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis):
-            raise IndexError(
-                f"a tensor can be indexed by integers, slices, None, Ellipsis or integer/boolean arrays; got {i!r}"
-            )
-        out.append(i)
-    return tuple(out) if isinstance(index, tuple) else out[0]
-
-
 # --- functions on several tensors ------------------------------------------------------------------------------
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
     """``Tensor(data, ...)``, spelled as in PyTorch."""
@@ -508,13 +638,23 @@ def _as_tensors(items: Iterable[Any]) -> list[Tensor]:
     return [t if isinstance(t, Tensor) else Tensor(t) for t in items]
 
 
+def _promoted(ts: list) -> list:
+    dtype = ts[0].dtype
+    for t in ts[1:]:
+        dtype = dtypes.promote_types(dtype, t.dtype)
+    return [_cast(t, dtype) for t in ts]
+
+
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis (gradients split back)."""
+    """Join tensors along an existing axis (dtypes promoted as PyTorch; gradients split back)."""
     ts = _as_tensors(tensors)
     if not ts:
         raise ValueError("concatenate needs at least one tensor")
+    if len({t.ndim for t in ts}) != 1 or ts[0].ndim == 0:
+        raise ValueError(f"concatenate needs tensors with the same number (>= 1) of axes; got shapes {[t.shape for t in ts]}")
+    axis = _axis(axis, ts[0].ndim)
     try:
-        return apply(PRIMITIVES["concatenate"], *ts, axis=axis)
+        return apply(PRIMITIVES["concatenate"], *_promoted(ts), axis=axis)
     except ValueError as error:
         raise ValueError(f"concatenate along axis {axis}: shapes {[t.shape for t in ts]} differ off that axis ({error})") from None
 
@@ -522,28 +662,37 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     """Join tensors of one shape along a new axis."""
     ts = _as_tensors(tensors)
+    if not ts:
+        raise ValueError("stack needs at least one tensor")
     shapes = {t.shape for t in ts}
     if len(shapes) != 1:
         raise ValueError(f"stack needs tensors of one shape; got shapes {[t.shape for t in ts]}")
-    return apply(PRIMITIVES["stack"], *ts, axis=axis)
+    axis = _axis(axis, ts[0].ndim + 1)
+    return apply(PRIMITIVES["stack"], *_promoted(ts), axis=axis)
 
 
 def unstack(x: Tensor) -> tuple:
     """The slices x[0], ..., x[n-1] along the first axis, as one autograd node (the inverse of ``stack``)."""
-    out = apply(PRIMITIVES["unstack"], x)
-    return out if isinstance(out, tuple) else (out,)
+    if x.ndim == 0:
+        raise ValueError("unstack needs a tensor with at least one axis; got a 0-d tensor")
+    if x.shape[0] == 0:
+        return ()
+    return apply(PRIMITIVES["unstack"], x)
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
-    """``a`` where ``condition`` holds, else ``b``; the condition gets no gradient."""
+    """``a`` where ``condition`` holds, else ``b`` (dtypes promoted as PyTorch); the condition gets no gradient."""
     cond = condition.data if isinstance(condition, Tensor) else condition
-    ta = a if isinstance(a, Tensor) else (b._lift(a) if isinstance(b, Tensor) else Tensor(a))
-    tb = b if isinstance(b, Tensor) else ta._lift(b)
-    return apply(PRIMITIVES["where"], ta, tb, condition=cond.astype(bool))
+    if not hasattr(cond, "dtype"):
+        cond = backend.to_backend(np.asarray(cond), backend.backend_name())
+    first = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(a)
+    ta, tb = first._lift(a), first._lift(b)
+    dtype = dtypes.result_type(*(x.data if isinstance(x, Tensor) else x for x in (a, b)))
+    return apply(PRIMITIVES["where"], _cast(ta, dtype), _cast(tb, dtype), condition=cond.astype(bool))
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise maximum of two tensors (the gradient goes to the larger)."""
+    """Elementwise maximum (the gradient goes to the larger input, half to each on ties, as PyTorch)."""
     ta = a if isinstance(a, Tensor) else b._lift(a)
     return ta._binary("maximum", b)
 
