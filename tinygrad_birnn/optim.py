@@ -3,6 +3,7 @@ update rules, and ``clip_grad_norm_``. Updates run on raw arrays, outside the gr
 own device, so a training step never copies to the host."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -11,19 +12,48 @@ from .backend import xp_of
 from .tensor import Tensor
 
 
+def _check_hyper(name: str, value: Any, low: float = 0.0, high: float | None = None,
+                 high_open: bool = False) -> float:
+    """A finite number in [low, high] (or [low, high)); else ValueError naming the hyperparameter."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__}") from None
+    ok = math.isfinite(number) and number >= low
+    if high is not None:
+        ok = ok and (number < high if high_open else number <= high)
+    if not ok:
+        bound = "" if high is None else f" and {'<' if high_open else '<='} {high}"
+        raise ValueError(f"{name} must be >= {low:g}{bound}; got {value} (expected a finite number)")
+    return number
+
+
 class Optimizer:
-    """Holds the parameters and per-parameter state; ``zero_grad`` forgets gradients."""
+    """Holds the parameters and per-parameter state; ``zero_grad`` forgets gradients.
+
+    ``step()`` checks every gradient (shape, dtype, backend) before it changes any parameter, so a step that
+    raises leaves parameters and optimizer state as they were.
+    """
 
     def __init__(self, params: Iterable[Tensor], lr: float):
-        self.params = list(params)
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of Tensors (e.g. model.parameters() or [w, b]); got a "
+                            f"single Tensor of shape {params.shape}: wrap it in a list")
+        try:
+            self.params = list(params)
+        except TypeError:
+            raise TypeError(f"params must be an iterable of Tensors; got {type(params).__name__}") from None
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         for i, p in enumerate(self.params):
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"parameter {i} must be a Tensor with requires_grad=True; got {type(p).__name__}")
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0; got {lr}")
-        self.lr = lr
+            if not p.is_leaf:
+                raise ValueError(f"parameter {i} is not a leaf tensor (it was computed by an operation); "
+                                 "an optimizer can only update leaves")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError("optimizer got the same parameter more than once")
+        self.lr = _check_hyper("learning rate", lr)
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
     def zero_grad(self) -> None:
@@ -31,9 +61,18 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
+        for i, p in enumerate(self.params):  # every check before any update: all or nothing
+            if p.grad is None:
+                continue
+            g = p.grad.data
+            if tuple(g.shape) != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"parameter {i}: its gradient has shape {tuple(g.shape)} and dtype {g.dtype}, "
+                                 f"expected shape {p.shape} and dtype {p.dtype} (the parameter's)")
+            xp_of(p.data, g)
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
                 self._update(p, p.grad.data, state)
+                p.bump_version()
 
     def _update(self, p: Tensor, g: Any, state: dict) -> None:
         raise NotImplementedError
@@ -45,9 +84,10 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False):
         super().__init__(params, lr)
+        momentum, weight_decay = _check_hyper("momentum", momentum), _check_hyper("weight_decay", weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
-        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, bool(nesterov)
 
     def _update(self, p: Tensor, g: Any, state: dict) -> None:
         if self.weight_decay:
@@ -68,9 +108,11 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must lie in [0, 1); got {betas}")
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        betas = tuple(_check_hyper(f"beta{i + 1}", b, 0.0, 1.0, high_open=True) for i, b in enumerate(betas))
+        self.betas, self.eps = betas, _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
 
     def _update(self, p: Tensor, g: Any, state: dict) -> None:
         xp = xp_of(p.data)
@@ -106,9 +148,12 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
     As in PyTorch the scale min(1, max_norm / (norm + 1e-6)) is applied without asking the host, so no
     GPU synchronisation happens here.
     """
+    if isinstance(params, Tensor):
+        params = [params]
+    max_norm = _check_hyper("max_norm", max_norm)
     grads = [p.grad.data for p in params if p.grad is not None]
-    if not grads:
-        raise ValueError("clip_grad_norm_: no parameter has a gradient (call backward() first)")
+    if not grads:  # as PyTorch: nothing to clip, the norm is 0
+        return Tensor._make(np.zeros((), np.float32), False, None)
     xp = xp_of(*grads)
     total = xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in grads))
     scale = xp.minimum(max_norm / (total + 1e-6), 1.0)

@@ -227,9 +227,12 @@ class Tensor:
             self.grad.data += g
 
     # --- in place -------------------------------------------------------------------------------------------
-    def _bump(self) -> None:
-        """Count an in-place change of the data, so a graph that saved the old values refuses to use them."""
+    def bump_version(self) -> None:
+        """Count an in-place change of the data, so a graph that saved the old values refuses to use them
+        (optimizers and ``load_state_dict`` call it after they write into ``.data``)."""
         self._version += 1
+
+    _bump = bump_version
 
     def _inplace(self, name: str, other: Any) -> "Tensor":
         if is_grad_enabled() and self.requires_grad:

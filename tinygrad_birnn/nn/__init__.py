@@ -7,12 +7,14 @@ NumPy arrays, our Tensors or PyTorch tensors, and checks every name and shape be
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections import OrderedDict
 from typing import Any, Iterator
 
 import numpy as np
 
-from .. import backend
+from .. import backend, dtypes
 from .. import functional as F
 from ..tensor import Tensor
 
@@ -33,14 +35,13 @@ def uniform_parameter(shape: tuple, bound: float, dtype: Any = np.float32) -> Pa
 
 
 def _host_array(value: Any) -> np.ndarray:
-    """A NumPy array from a NumPy array, a Tensor, a CuPy array or a PyTorch tensor."""
+    """A NumPy array from a NumPy array, a Tensor, a CuPy array or a PyTorch tensor (refusing object,
+    complex and string arrays with a clear error)."""
     if isinstance(value, Tensor):
         return value.numpy()
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
     if backend.is_cupy_array(value):
         return value.get()
-    return np.asarray(value)
+    return dtypes.as_array(value)
 
 
 class StateDictError(ValueError):
@@ -119,7 +120,12 @@ class Module:
         arrays, problems = {}, []
         for name, p in own.items():
             if name in state:
-                arr = _host_array(state[name])
+                try:
+                    arr = _host_array(state[name])
+                except TypeError as error:
+                    given = getattr(state[name], "dtype", type(state[name]).__name__)
+                    problems.append(f"{name}: cannot convert {given} to {p.dtype} ({error})")
+                    continue
                 if tuple(arr.shape) != p.shape:
                     problems.append(f"{name}: expected shape {p.shape}, got {tuple(arr.shape)}")
                     continue
@@ -134,6 +140,7 @@ class Module:
         for name, arr in arrays.items():
             p = own[name]
             p.data = backend.to_backend(arr, p.device)
+            p.bump_version()  # a graph recorded with the old values must not be used with the new ones
 
     # --- modes, gradients, dtypes, devices ------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -157,6 +164,7 @@ class Module:
             else:
                 p.data = p.data.astype(np.dtype(target))
             p.grad = None
+            p.bump_version()
         return self
 
     def double(self) -> "Module":
@@ -241,7 +249,16 @@ class Sequential(Module):
     def __init__(self, *modules: Module):
         super().__init__()
         for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes Modules; argument {i} is a {type(m).__name__} "
+                                "(wrap a function in a Module subclass with a forward method)")
             setattr(self, str(i), m)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
 
     def forward(self, x: Any) -> Any:
         for m in self._modules.values():
@@ -259,16 +276,36 @@ class ReLU(Module):
         return x.relu()
 
 
-def save(state: Any, path: str) -> None:
-    """Write a state dict (or a module's) to an ``.npz`` file; :func:`load` gives it back bit for bit."""
+def save(state: Any, path: Any) -> None:
+    """Write a state dict (or a module's) to the file ``path`` (NumPy's ``.npz`` format, under exactly the
+    name given, as ``torch.save``); :func:`load` gives it back bit for bit.
+
+    The file is written beside the target and renamed over it only when complete, so a failure (a full
+    disk, an entry that cannot be converted) leaves any previous checkpoint as it was.
+    """
     if isinstance(state, Module):
         state = state.state_dict()
-    np.savez(path, **{k: _host_array(v) for k, v in state.items()})
+    arrays = {k: _host_array(v) for k, v in state.items()}  # converted first: a bad entry writes nothing
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
 
 
-def load(path: str) -> "OrderedDict[str, np.ndarray]":
-    """Read a state dict written by :func:`save`."""
-    with np.load(path) as f:
+def load(path: Any) -> "OrderedDict[str, np.ndarray]":
+    """Read a state dict written by :func:`save` (a file saved by ``np.savez`` under ``path + ".npz"``,
+    as earlier versions of :func:`save` named it, is found too)."""
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(path + ".npz"):
+        path = path + ".npz"
+    with np.load(path, allow_pickle=False) as f:
         return OrderedDict((k, f[k]) for k in f.files)
 
 
