@@ -110,7 +110,9 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        betas = tuple(_check_hyper(f"beta{i + 1}", b, 0.0, 1.0, high_open=True) for i, b in enumerate(betas))
+        if not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must lie in [0, 1); got {tuple(betas)}")
+        betas = tuple(float(b) for b in betas)
         self.betas, self.eps = betas, _check_hyper("eps", eps)
         self.weight_decay = _check_hyper("weight_decay", weight_decay)
 
