@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import tinygrad_birnn as tg
+
+# Hypothesis: a small default run for `make test`, and a deep one (`pytest --hypothesis-profile=deep`).
+settings.register_profile("tinygrad_birnn", max_examples=30, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.register_profile("deep", max_examples=1000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+settings.load_profile("tinygrad_birnn")
 
 
 @pytest.fixture(params=["numpy", "cupy"])

@@ -50,7 +50,12 @@ def _reduce(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
     if reduction == "mean":
         if weight is None:
             return loss.mean()
-        return (loss * weight).sum() / weight.sum()
+        # nothing counted (all padding): the loss is nan, as PyTorch's, but its gradient is 0, not 0/0
+        xp = xp_of(weight.data)
+        count = weight.data.sum()
+        safe = Tensor._make(xp.where(count == 0, 1, count).astype(loss.dtype), False, None)
+        offset = Tensor._make(xp.where(count == 0, np.nan, 0).astype(loss.dtype), False, None)
+        return (loss * weight).sum() / safe + offset
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
 
 

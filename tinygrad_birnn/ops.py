@@ -95,7 +95,18 @@ def _power_vjp(g: Any, ans: Any, x: Any, y: Any) -> tuple:
     return gx, gy
 
 
-defprim("power", lambda x, y: x**y, _power_vjp, "d(x**y) = (g*y*x**(y-1), g*x**y*log x)")
+def _power(x: Any, y: Any) -> Any:
+    if y.dtype.kind not in "iu" or not (y < 0).any():
+        return x**y
+    # integers to negative powers, as PyTorch: 1/x**|y| truncated, so 0 unless x is 1 or -1
+    xp = xp_of(x, y)
+    magnitude = x ** xp.abs(y)
+    odd = (xp.abs(y) % 2) == 1
+    small = xp.where(x == 1, 1, xp.where(x == -1, xp.where(odd, -1, 1), 0)).astype(magnitude.dtype)
+    return xp.where(y < 0, small, magnitude)
+
+
+defprim("power", _power, _power_vjp, "d(x**y) = (g*y*x**(y-1), g*x**y*log x)")
 
 
 def _maximum_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
@@ -149,7 +160,8 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
     ga = matmul(g2, xp.swapaxes(b2, -1, -2))
     if a2.ndim > 2 and b2.ndim == 2:  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
         k = a2.shape[-1]                # one (k, N) @ (N, n) product instead of a batch of small ones
-        gb = matmul(a2.reshape(-1, k).T, g2.reshape(-1, g2.shape[-1]))
+        rows = int(np.prod(a2.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
+        gb = matmul(a2.reshape(rows, k).T, g2.reshape(rows, g2.shape[-1]))
     else:
         gb = matmul(xp.swapaxes(a2, -1, -2), g2)
     if a.ndim == 1:
@@ -202,6 +214,8 @@ defprim(
 
 def _logsumexp(x: Any, axis: Any = -1, keepdims: bool = False) -> Any:
     xp = xp_of(x)
+    if x.size == 0:  # the log of an empty sum is -inf, as in PyTorch (max has no identity to shift by)
+        return xp.log(x.sum(axis=axis, keepdims=keepdims) * 0)
     m = x.max(axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
     out = xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m

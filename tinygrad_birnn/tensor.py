@@ -321,6 +321,11 @@ class Tensor:
             else dtypes.result_type(self.data, other)
         if name == "div":
             dtype = dtypes.float_result(dtype)
+        elif name == "sub" and (a.dtype == np.bool_ or b.dtype == np.bool_ or isinstance(other, bool)):
+            raise TypeError("subtraction with a bool tensor is not supported (as in PyTorch): to invert a mask "
+                            "use ~mask; otherwise cast it to an integer or float dtype first")
+        elif name == "power" and dtype == np.bool_:
+            raise TypeError("pow is not defined for bool tensors: cast one operand to an integer or float dtype")
         a, b = _cast(a, dtype), _cast(b, dtype)
         try:
             return apply(PRIMITIVES[name], a, b)
@@ -372,6 +377,8 @@ class Tensor:
     def __pow__(self, exponent: Any) -> "Tensor":
         if isinstance(exponent, (bool, int, float, np.number)) and not isinstance(exponent, np.ndarray):
             dtype = dtypes.result_type(self.data, exponent)
+            if dtype == np.bool_:
+                raise TypeError("pow is not defined for bool tensors: cast to an integer or float dtype first")
             if dtype.kind in "iu" and exponent < 0:
                 raise ValueError(f"integers to negative integer powers are not allowed: {self.dtype} ** {exponent}")
             value = float(exponent) if dtype.kind == "f" else int(exponent)
