@@ -2,12 +2,13 @@
 from . import backend, functional, gradcheck as _gradcheck_module, nn, ops, optim, rnn, data  # noqa: F401
 from .backend import get_backend, gpu_available, manual_seed, set_backend, to_numpy
 from .gradcheck import GradcheckError, gradcheck
-from .tensor import Tensor, concatenate, is_grad_enabled, maximum, no_grad, ones, stack, tensor, unstack, where, zeros
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .tensor import Tensor, as_tensor, concatenate, maximum, ones, stack, tensor, unstack, where, zeros
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "no_grad", "is_grad_enabled", "concatenate", "stack", "unstack", "where", "maximum", "zeros", "ones",
+    "Tensor", "tensor", "as_tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "concatenate", "stack", "unstack", "where", "maximum", "zeros", "ones",
     "gradcheck", "GradcheckError", "set_backend", "get_backend", "gpu_available", "manual_seed", "to_numpy",
     "backend", "functional", "nn", "ops", "optim", "rnn", "data",
 ]
