@@ -152,7 +152,8 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
     """
     if isinstance(params, Tensor):
         params = [params]
-    max_norm = _check_hyper("max_norm", max_norm)
+    if not max_norm >= 0:  # inf is allowed: it measures the norm without clipping
+        raise ValueError(f"max_norm must be >= 0; got {max_norm}")
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:  # as PyTorch: nothing to clip, the norm is 0
         return Tensor._make(np.zeros((), np.float32), False, None)
