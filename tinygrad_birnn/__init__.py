@@ -3,7 +3,8 @@ from . import backend, functional, gradcheck as _gradcheck_module, nn, ops, opti
 from .backend import get_backend, gpu_available, manual_seed, set_backend, to_numpy
 from .gradcheck import GradcheckError, gradcheck
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .tensor import Tensor, as_tensor, concatenate, maximum, ones, stack, tensor, unstack, where, zeros
+from .functions import concatenate, maximum, ones, stack, tensor, unstack, where, zeros
+from .tensor import Tensor, as_tensor
 
 __version__ = "0.1.0"
 

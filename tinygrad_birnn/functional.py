@@ -12,7 +12,8 @@ import numpy as np
 
 from . import backend
 from .backend import xp_of
-from .tensor import Tensor, where
+from .functions import where
+from .tensor import Tensor
 
 
 def _as_tensor(x: Any) -> Tensor:

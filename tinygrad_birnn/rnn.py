@@ -28,7 +28,8 @@ from . import functional as F
 from .backend import matmul, xp_of
 from .nn import Module, uniform_parameter
 from .ops import PRIMITIVES, defprim
-from .tensor import Tensor, apply, concatenate, stack, unstack, zeros
+from .functions import concatenate, stack, unstack, zeros
+from .tensor import Tensor, apply
 
 GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}  # gate blocks per weight matrix: LSTM (i, f, g, o), GRU (r, z, n)
 

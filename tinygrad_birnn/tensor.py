@@ -18,6 +18,7 @@ from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  
 from .graph import Node, backward_pass, topological_order
 from .indexing import plan_index
 from .ops import PRIMITIVES, Primitive
+from .shapes import check_matmul, normalize_axis as _axis, reduction_args, resolve_shape
 
 _topological_order = topological_order  # the name chapter 3 used; topological_order is the public one
 _is_float = dtypes.is_float
@@ -391,9 +392,13 @@ class Tensor:
     def pow(self, exponent: Any) -> "Tensor":
         return self**exponent
 
+    def maximum(self, other: Any) -> "Tensor":
+        """Elementwise maximum (the gradient goes to the larger input, half to each on ties, as PyTorch)."""
+        return self._binary("maximum", other)
+
     def __matmul__(self, other: Any) -> "Tensor":
         other = self._lift(other)
-        _check_matmul(self.shape, other.shape)
+        check_matmul(self.shape, other.shape)
         dtype = dtypes.promote_types(self.dtype, other.dtype)
         return apply(PRIMITIVES["matmul"], _cast(self, dtype), _cast(other, dtype))
 
@@ -408,7 +413,9 @@ class Tensor:
         if other is None or isinstance(other, str):
             return NotImplemented
         o = self._lift(other).data
-        return Tensor._make(getattr(self.data, op)(o), False, None)
+        dtype = dtypes.result_type(self.data, o if isinstance(other, Tensor) or hasattr(other, "shape") else other)
+        a, b = self.data.astype(dtype, copy=False), o.astype(dtype, copy=False)  # compared as PyTorch promotes
+        return Tensor._make(getattr(a, op)(b), False, None)
 
     __lt__ = lambda self, o: self._compare(o, "__lt__")  # noqa: E731
     __le__ = lambda self, o: self._compare(o, "__le__")  # noqa: E731
@@ -445,13 +452,13 @@ class Tensor:
 
     # --- reductions (axis/keepdims, or PyTorch's dim/keepdim) ------------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
-        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         return apply(PRIMITIVES["sum"], self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
         if not _is_float(self.dtype):
             raise TypeError(f"mean() needs a floating-point tensor; got dtype {self.dtype}: cast it with .float()")
-        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
         count = int(np.prod([self.shape[a] for a in axes]))
         return self.sum(axis, keepdims) * (1.0 / count if count else float("nan"))  # empty: nan, as PyTorch
@@ -463,7 +470,7 @@ class Tensor:
         return self._extreme("min", axis, keepdims, dim, keepdim)
 
     def _extreme(self, name: str, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> "Tensor":
-        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
         if any(self.shape[a] == 0 for a in axes) or (axis is None and self.size == 0):
             raise ValueError(f"{name}() of an empty tensor (shape {self.shape}) over axis {axis}: it has no "
@@ -471,14 +478,14 @@ class Tensor:
         return apply(PRIMITIVES[name], self, axis=axis, keepdims=keepdims)
 
     def logsumexp(self, axis: int = -1, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
-        axis, keepdims = _reduction_args(self, axis, keepdims, dim, keepdim)
+        axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         return apply(PRIMITIVES["logsumexp"], _cast(self, dtypes.float_result(self.dtype)), axis=axis,
                      keepdims=keepdims)
 
     # --- shape -----------------------------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> "Tensor":
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        new_shape = _resolve_shape(self.shape, tuple(int(n) for n in shape))
+        new_shape = resolve_shape(self.shape, tuple(int(n) for n in shape))
         return apply(PRIMITIVES["reshape"], self, shape=new_shape)
 
     view = reshape
@@ -558,21 +565,6 @@ def _cast(t: Tensor, dtype: Any) -> Tensor:
     return apply(PRIMITIVES["cast"], t, dtype=np.dtype(dtype))
 
 
-def _reduction_args(t: Tensor, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> tuple:
-    """The axis and keepdims of a reduction, from NumPy's names or PyTorch's; a 0-d tensor accepts axis 0 or -1."""
-    if dim is not None:
-        axis = dim
-    if keepdim is not None:
-        keepdims = bool(keepdim)
-    if t.ndim == 0 and axis is not None:
-        for a in ((axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)):
-            _axis(a, 0)
-        return None, keepdims
-    if isinstance(axis, (tuple, list)) and not axis:
-        return None, keepdims
-    return _axis(axis, t.ndim), keepdims
-
-
 def apply(prim: Primitive, *inputs: Tensor, **params: Any) -> Any:
     """Run ``prim`` on the inputs' arrays; record a node when a gradient will be needed."""
     arrays = tuple(t.data for t in inputs)
@@ -597,121 +589,3 @@ def as_tensor(data: Any, dtype: Any = None) -> Tensor:
         dtypes.category(data.dtype)
         return Tensor._make(data, False, None)
     return Tensor(data, dtype=dtype)
-
-
-def _axis(axis: Any, ndim: int) -> Any:
-    """Validate an axis argument (None, an int or a tuple of ints) against ``ndim``."""
-    if axis is None:
-        return None
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    for a in axes:
-        if not isinstance(a, (int, np.integer)) or not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"axis {a!r} is out of range for a tensor with {ndim} axes")
-    normalised = tuple(int(a) % max(ndim, 1) for a in axes)
-    return normalised[0] if isinstance(axis, (int, np.integer)) else normalised
-
-
-def _resolve_shape(old: tuple, shape: tuple) -> tuple:
-    """``shape`` with a single -1 filled in; raises if it does not hold the same number of elements."""
-    size = int(np.prod(old))
-    known = int(np.prod([n for n in shape if n != -1]))
-    if shape.count(-1) == 1 and known > 0 and size % known == 0:
-        shape = tuple(size // known if n == -1 else n for n in shape)
-    if shape.count(-1) or any(n < 0 for n in shape) or int(np.prod(shape)) != size:
-        raise ValueError(f"reshape: cannot reshape a tensor of shape {old} ({size} elements) into {shape}")
-    return shape
-
-
-def _check_matmul(a: tuple, b: tuple) -> None:
-    if not a or not b:
-        raise ValueError(f"matmul needs operands with at least one axis; got shapes {a} and {b}")
-    inner_b = b[0] if len(b) == 1 else b[-2]
-    if a[-1] != inner_b:
-        where = "only" if len(b) == 1 else "second-to-last"
-        raise ValueError(
-            f"matmul: shapes {a} and {b} do not align: the left operand's last axis ({a[-1]}) must equal "
-            f"the right operand's {where} axis ({inner_b})"
-        )
-    try:
-        np.broadcast_shapes(a[:-2], b[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: the batch axes of shapes {a} and {b} cannot be broadcast together") from None
-
-
-# --- functions on several tensors ------------------------------------------------------------------------------
-def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """``Tensor(data, ...)``, spelled as in PyTorch."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
-
-
-def _as_tensors(items: Iterable[Any]) -> list[Tensor]:
-    return [t if isinstance(t, Tensor) else Tensor(t) for t in items]
-
-
-def _promoted(ts: list) -> list:
-    dtype = ts[0].dtype
-    for t in ts[1:]:
-        dtype = dtypes.promote_types(dtype, t.dtype)
-    return [_cast(t, dtype) for t in ts]
-
-
-def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis (dtypes promoted as PyTorch; gradients split back)."""
-    ts = _as_tensors(tensors)
-    if not ts:
-        raise ValueError("concatenate needs at least one tensor")
-    if len({t.ndim for t in ts}) != 1 or ts[0].ndim == 0:
-        raise ValueError(f"concatenate needs tensors with the same number (>= 1) of axes; got shapes {[t.shape for t in ts]}")
-    axis = _axis(axis, ts[0].ndim)
-    try:
-        return apply(PRIMITIVES["concatenate"], *_promoted(ts), axis=axis)
-    except ValueError as error:
-        raise ValueError(f"concatenate along axis {axis}: shapes {[t.shape for t in ts]} differ off that axis ({error})") from None
-
-
-def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors of one shape along a new axis."""
-    ts = _as_tensors(tensors)
-    if not ts:
-        raise ValueError("stack needs at least one tensor")
-    shapes = {t.shape for t in ts}
-    if len(shapes) != 1:
-        raise ValueError(f"stack needs tensors of one shape; got shapes {[t.shape for t in ts]}")
-    axis = _axis(axis, ts[0].ndim + 1)
-    return apply(PRIMITIVES["stack"], *_promoted(ts), axis=axis)
-
-
-def unstack(x: Tensor) -> tuple:
-    """The slices x[0], ..., x[n-1] along the first axis, as one autograd node (the inverse of ``stack``)."""
-    if x.ndim == 0:
-        raise ValueError("unstack needs a tensor with at least one axis; got a 0-d tensor")
-    if x.shape[0] == 0:
-        return ()
-    return apply(PRIMITIVES["unstack"], x)
-
-
-def where(condition: Any, a: Any, b: Any) -> Tensor:
-    """``a`` where ``condition`` holds, else ``b`` (dtypes promoted as PyTorch); the condition gets no gradient."""
-    cond = condition.data if isinstance(condition, Tensor) else condition
-    if not hasattr(cond, "dtype"):
-        cond = backend.to_backend(np.asarray(cond), backend.backend_name())
-    first = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(a)
-    ta, tb = first._lift(a), first._lift(b)
-    dtype = dtypes.result_type(*(x.data if isinstance(x, Tensor) else x for x in (a, b)))
-    return apply(PRIMITIVES["where"], _cast(ta, dtype), _cast(tb, dtype), condition=cond.astype(bool))
-
-
-def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise maximum (the gradient goes to the larger input, half to each on ties, as PyTorch)."""
-    ta = a if isinstance(a, Tensor) else b._lift(a)
-    return ta._binary("maximum", b)
-
-
-def zeros(*shape: Any, dtype: Any = np.float32, requires_grad: bool = False) -> Tensor:
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(backend.get_backend().zeros(shape, dtype=dtype), requires_grad=requires_grad)
-
-
-def ones(*shape: Any, dtype: Any = np.float32, requires_grad: bool = False) -> Tensor:
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return Tensor(backend.get_backend().ones(shape, dtype=dtype), requires_grad=requires_grad)
