@@ -126,7 +126,7 @@ defprim("tanh", lambda x: xp_of(x).tanh(x), lambda g, ans, x: (g * (1 - ans * an
 def sigmoid(x: Any) -> Any:
     """The logistic function of an array, exact in both tails: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below.
 
-    Both branches evaluate e^-|x| <= 1, which never overflows, and neither subtracts nearly equal numbers,
+    Both branches evaluate ``exp(-abs(x)) <= 1``, which never overflows, and neither subtracts nearly equal numbers,
     so float32 keeps its relative precision down to sigmoid(-87) ~ 1.6e-38 (0.5*(1+tanh(x/2)) loses the
     negative tail: it rounds sigmoid(-20) to 0).
     """

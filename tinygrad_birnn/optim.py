@@ -71,10 +71,11 @@ class Optimizer:
             xp_of(p.data, g)
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
-                self._update(p, p.grad.data, state)
+                self.update(p, p.grad.data, state)
                 p.bump_version()
 
-    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+    def update(self, p: Tensor, g: Any, state: dict) -> None:
+        """The update rule: change ``p.data`` in place from its gradient ``g`` and its ``state`` dict."""
         raise NotImplementedError
 
 
@@ -89,7 +90,7 @@ class SGD(Optimizer):
             raise ValueError("nesterov momentum needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, bool(nesterov)
 
-    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+    def update(self, p: Tensor, g: Any, state: dict) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p.data
         if self.momentum:
@@ -116,7 +117,7 @@ class Adam(Optimizer):
         self.betas, self.eps = betas, _check_hyper("eps", eps)
         self.weight_decay = _check_hyper("weight_decay", weight_decay)
 
-    def _update(self, p: Tensor, g: Any, state: dict) -> None:
+    def update(self, p: Tensor, g: Any, state: dict) -> None:
         xp = xp_of(p.data)
         b1, b2 = self.betas
         if self.weight_decay:
