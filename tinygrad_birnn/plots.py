@@ -48,3 +48,40 @@ def figure(ncols: int = 1, nrows: int = 1, height: float = 3.0, width: float = W
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     return plt.subplots(nrows, ncols, figsize=(width, height * nrows), **kwargs)
+
+
+# --- Chapter 0 (preface): an unrolled network drawn from its list of edges -----------------------------------
+
+# where each kind of node sits: (row, horizontal offset from its time step); in the bidirectional
+# drawing the two chains sit side by side, so that no arrow crosses a box
+_PLACE = {False: {"x": (0.0, 0.0), "h": (1.3, 0.0), "y": (2.6, 0.0)},
+          True: {"x": (0.0, 0.0), "h": (1.3, -0.38), "hb": (2.3, 0.38), "y": (3.6, 0.0)}}
+_LABEL = {"x": "x_{%d}", "h": "h_{%d}", "hb": "h'_{%d}", "y": r"\hat{y}_{%d}"}
+_COLOR = {"x": "#fde8d8", "h": "#e8f0fe", "hb": "#e6f4ea", "y": "#f3e8fd"}
+
+
+def unrolled_network(ax: Any, edges: list, words: list, title: str = "") -> None:
+    """Draw an unrolled recurrent network on ``ax`` from its edges.
+
+    ``edges`` are pairs of nodes ``((kind, t), (kind, t))`` pointing from input to output, with kinds
+    "x" (input), "h" (forward state), "hb" (backward state) and "y" (prediction) and 0-based steps
+    ``t``; ``words`` label the steps underneath.
+    """
+    bidirectional = any(kind == "hb" for edge in edges for kind, _ in edge)
+    place = _PLACE[bidirectional]
+
+    def xy(kind: str, t: int) -> tuple:
+        return 1.8 * t + place[kind][1], place[kind][0]
+
+    for kind, t in sorted({node for edge in edges for node in edge}):
+        ax.text(*xy(kind, t), f"${_LABEL[kind] % (t + 1)}$", ha="center", va="center", fontsize=11,
+                bbox=dict(boxstyle="round,pad=0.3", fc=_COLOR[kind], ec="0.3"))
+    for (k1, t1), (k2, t2) in edges:
+        ax.annotate("", xy=xy(k2, t2), xytext=xy(k1, t1),
+                    arrowprops=dict(arrowstyle="->", color="0.3", shrinkA=12, shrinkB=12))
+    for t, word in enumerate(words):
+        ax.text(1.8 * t, -0.75, f"“{word}”", ha="center", va="center", fontsize=10, style="italic")
+    ax.set_xlim(-0.9, 1.8 * (len(words) - 1) + 0.9)
+    ax.set_ylim(-1.1, 4.1 if bidirectional else 3.0)
+    ax.set_title(title)
+    ax.axis("off")
