@@ -71,7 +71,6 @@ def _expand_reduced(g: Any, x_shape: tuple, axis: Any, keepdims: bool) -> Any:
 
 # --- elementwise arithmetic (broadcasting) -------------------------------------------------------------
 defprim("add", lambda a, b: a + b, lambda g, ans, a, b: (g, g), "d(a+b) = (g, g)")
-defprim("sub", lambda a, b: a - b, lambda g, ans, a, b: (g, -g), "d(a-b) = (g, -g)")
 defprim("mul", lambda a, b: a * b, lambda g, ans, a, b: (g * b, g * a), "d(a*b) = (g*b, g*a)")
 defprim("div", lambda a, b: a / b, lambda g, ans, a, b: (g / b, -g * ans / b), "d(a/b) = (g/b, -g*a/b**2)")
 defprim("neg", lambda x: -x, lambda g, ans, x: (-g,), "d(-x) = -g")
@@ -140,7 +139,6 @@ defprim("sigmoid", sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid
 # maximum, not x*(x>0): that gives nan at -inf and -0.0 for negative x
 defprim("relu", lambda x: xp_of(x).maximum(x, 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")
 defprim("abs", lambda x: xp_of(x).abs(x), lambda g, ans, x: (g * xp_of(x).sign(x),), "d |x| = g*sign(x)")
-defprim("sqrt", lambda x: xp_of(x).sqrt(x), lambda g, ans, x: (g / (2 * ans),), "d sqrt(x) = g/(2*ans)")
 
 # --- linear algebra ----------------------------------------------------------------------------------------
 
@@ -201,14 +199,6 @@ defprim(
     lambda x, axis=None, keepdims=False: x.max(axis=axis, keepdims=keepdims),
     _max_vjp,
     "d max(x) = g to the maximal entries, split evenly among ties",
-)
-
-
-defprim(
-    "min",
-    lambda x, axis=None, keepdims=False: x.min(axis=axis, keepdims=keepdims),
-    _max_vjp,
-    "d min(x) = g to the minimal entries, split evenly among ties",
 )
 
 

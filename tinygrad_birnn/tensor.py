@@ -329,6 +329,8 @@ class Tensor:
             raise TypeError("pow is not defined for bool tensors: cast one operand to an integer or float dtype")
         a, b = _cast(a, dtype), _cast(b, dtype)
         try:
+            if name == "sub":  # composed: a - b = a + (-b)
+                return apply(PRIMITIVES["add"], a, apply(PRIMITIVES["neg"], b))
             return apply(PRIMITIVES[name], a, b)
         except ValueError as error:
             if "broadcast" not in str(error):
@@ -442,7 +444,7 @@ class Tensor:
         return self._float_unary("sigmoid")
 
     def sqrt(self) -> "Tensor":
-        return self._float_unary("sqrt")
+        return _cast(self, dtypes.float_result(self.dtype)) ** 0.5
 
     def relu(self) -> "Tensor":
         return apply(PRIMITIVES["relu"], self)
@@ -475,7 +477,11 @@ class Tensor:
         if any(self.shape[a] == 0 for a in axes) or (axis is None and self.size == 0):
             raise ValueError(f"{name}() of an empty tensor (shape {self.shape}) over axis {axis}: it has no "
                              "identity; reduce over a non-empty axis")
-        return apply(PRIMITIVES[name], self, axis=axis, keepdims=keepdims)
+        if name == "max":
+            return apply(PRIMITIVES["max"], self, axis=axis, keepdims=keepdims)
+        if self.dtype.kind in "biu":  # no gradient to carry, and -x would overflow the most negative integer
+            return Tensor._make(self.data.min(axis=axis, keepdims=keepdims), False, None)
+        return -((-self).max(axis=axis, keepdims=keepdims))  # composed: min(x) = -max(-x)
 
     def logsumexp(self, axis: int = -1, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
         axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
