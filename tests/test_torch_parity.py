@@ -397,3 +397,27 @@ def test_a_single_tensor_is_not_a_parameter_list():
         torch.optim.SGD(torch.zeros(2, requires_grad=True), lr=0.1)
     with pytest.raises(TypeError, match="wrap it in a list"):
         tg.optim.SGD(tg.nn.Parameter([1.0, 2.0]), lr=0.1)
+
+
+def test_load_state_dict_reports_keys_as_pytorch():
+    ours, theirs = tg.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    state = {"weight": np.ones((3, 2), np.float32), "extra": np.zeros(1, np.float32)}
+    got = ours.load_state_dict(state, strict=False)
+    want = theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=False)
+    assert (got.missing_keys, got.unexpected_keys) == (want.missing_keys, want.unexpected_keys)
+    assert [name for name, _ in tg.nn.Sequential(ours).named_children()] == ["0"]
+
+
+def test_deliberate_differences_behave_as_the_semantics_page_says():
+    # max over an axis returns values only (torch.amax), ties split evenly
+    x = Tensor(np.array([[1.0, 3.0, 3.0]]), requires_grad=True)
+    x.max(axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0.0, 0.5, 0.5]])
+    # transpose with a full permutation, as NumPy
+    assert Tensor(np.zeros((2, 3, 4))).transpose(2, 0, 1).shape == (4, 2, 3)
+    # matmul promotes mixed float dtypes (PyTorch raises)
+    assert (Tensor(np.ones((2, 2), np.float32)) @ Tensor(np.ones((2, 2)))).dtype == np.float64
+    # the same parameter twice is refused
+    p = tg.nn.Parameter([1.0])
+    with pytest.raises(ValueError, match="more than once"):
+        tg.optim.SGD([p, p], lr=0.1)

@@ -10,7 +10,7 @@ import math
 import os
 import tempfile
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,13 @@ def _host_array(value: Any) -> np.ndarray:
     if backend.is_cupy_array(value):
         return value.get()
     return dtypes.as_array(value)
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns, as PyTorch: the names it did not find, and those it did not use."""
+
+    missing_keys: list
+    unexpected_keys: list
 
 
 class StateDictError(ValueError):
@@ -89,6 +96,13 @@ class Module:
             children = [(f"{name}.{k}" if name else k, m) for k, m in module._modules.items()]
             stack.extend(reversed(children))
 
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """(name, module) for the direct submodules, in registration order."""
+        return iter(list(self._modules.items()))
+
+    def children(self) -> Iterator["Module"]:
+        return (m for _, m in self.named_children())
+
     def modules(self) -> Iterator["Module"]:
         return (m for _, m in self.named_modules())
 
@@ -112,8 +126,12 @@ class Module:
         """Dotted name -> a host (NumPy) copy of each parameter."""
         return OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
 
-    def load_state_dict(self, state: Any, strict: bool = True) -> None:
-        """Copy ``state`` into the parameters; every name and shape is checked before anything changes."""
+    def load_state_dict(self, state: Any, strict: bool = True) -> IncompatibleKeys:
+        """Copy ``state`` into the parameters; every name and shape is checked before anything changes.
+
+        With ``strict=False`` missing and unexpected names are allowed; either way the names are returned
+        as ``(missing_keys, unexpected_keys)``, as PyTorch returns them.
+        """
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -141,6 +159,7 @@ class Module:
             p = own[name]
             p.data = backend.to_backend(arr, p.device)
             p.bump_version()  # a graph recorded with the old values must not be used with the new ones
+        return IncompatibleKeys(missing, unexpected)
 
     # --- modes, gradients, dtypes, devices ------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
