@@ -59,7 +59,7 @@ def class_problems(cls) -> list[str]:
     problems = []
     from tinygrad_birnn.nn import Module  # noqa: PLC0415
 
-    is_layer = issubclass(cls, Module)
+    is_layer = issubclass(cls, Module) and cls is not Module  # a layer, not the base class
     if (is_layer or len(parameters(cls)) >= 2) and not ARGS.search(doc):
         init_doc = inspect.getdoc(cls.__init__) if "__init__" in vars(cls) and cls.__init__.__doc__ else ""
         if not ARGS.search(init_doc or ""):
