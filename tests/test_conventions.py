@@ -51,7 +51,7 @@ ENFORCED = {
     "install_cell": False,
     "figures": False,
     "chapter_form": False,
-    "api_pages": False,
+    "api_pages": True,   # every public name of the library is on a page in book/api/
 }
 _requested = os.environ.get("TINYGRAD_BIRNN_ENFORCE", "")
 for _name in ENFORCED if _requested == "all" else filter(None, _requested.split(",")):
