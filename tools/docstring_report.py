@@ -75,7 +75,7 @@ def report(module_name: str) -> list[str]:
     module = importlib.import_module(module_name)
     lines = []
     if not (module.__doc__ or "").strip():
-        lines.append(f"  (module docstring) missing")
+        lines.append("  (module docstring) missing")
     for name, obj in vars(module).items():
         if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
             continue
