@@ -6,7 +6,14 @@ Run after `make book` with `make browser-test`. The default test run leaves this
 For each page: MathJax has finished and typeset every formula (a page whose source writes formulas
 shows them typeset, no raw TeX is left in the visible text, no MathJax error), every image loaded, no cell shows an error output, every link to another page of
 the book (previous/next included) answers 200, and nothing was fetched from outside the book.
-A full-page screenshot of each page goes to screenshots/ (or $SCREENSHOT_DIR).
+
+Every page is opened twice: at a desktop's width (1280 px) and at a phone's (412 px, emulated as a
+mobile screen). At both, the page must not scroll sideways, and no code block or display equation may
+reach past the page's edge or have content cut off (a box too narrow for its content must scroll). At
+1280 px a chapter's code blocks must also fit without a scroll bar: 88 characters per line; that check
+follows the `line_length` switch in tests/test_conventions.py (reported as XFAIL until it is enforced).
+A full-page screenshot of each page at each width goes to screenshots/1280px/ and screenshots/412px/
+(or $SCREENSHOT_DIR).
 
 Needs Debian's `chromium` and `chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver) and
 selenium; nothing is downloaded: selenium is given the driver's path and told to stay offline.
@@ -27,10 +34,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import sys
+
 import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_conventions import ENFORCED  # noqa: E402  (the switch for the 88-character rule)
+
+WIDTHS = (1280, 412)  # desktop, and a phone (412 px is a common Android width)
+DESKTOP = 1280
 SITE = Path(os.environ.get("BOOK_HTML", ROOT / "_build" / "html"))
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -84,6 +98,31 @@ for (let n = walker.nextNode(); n; n = walker.nextNode()) {
   parts.push(n.textContent);
 }
 return parts.join(" ");
+"""
+# Boxes that must stay within the page: code blocks (cells, outputs, listings) and display equations.
+# For each that reaches past the page, or whose content is wider than it without a way to scroll: what.
+# A page that scrolls sideways as a whole is reported too. Hidden boxes (closed dropdowns) are skipped.
+OVERFLOWS = """
+const width = document.documentElement.clientWidth;
+const found = {page: null, outside: [], clipped: [], scrolling: []};
+if (document.documentElement.scrollWidth > width + 1) {
+  found.page = `the page is ${document.documentElement.scrollWidth}px wide in a ${width}px window`;
+}
+const boxes = document.querySelectorAll("div.highlight pre, div.output pre, mjx-container[display='true']");
+for (const el of boxes) {
+  const box = el.getBoundingClientRect();
+  if (!box.width || !el.getClientRects().length) continue;
+  const what = (el.tagName === "PRE" ? "code: " : "equation: ") + el.textContent.trim().slice(0, 50);
+  if (box.right > width + 1 || box.left < -1) found.outside.push(what);
+  if (el.scrollWidth > el.clientWidth + 1) {  // wider than its box: it must scroll, in itself or a parent
+    let scrolls = false;
+    for (let e = el; e && e !== document.body && !scrolls; e = e.parentElement) {
+      scrolls = ["auto", "scroll"].includes(getComputedStyle(e).overflowX);
+    }
+    (scrolls ? found.scrolling : found.clipped).push(what);
+  }
+}
+return found;
 """
 WAIT_FOR_IMAGES = """
 const done = arguments[arguments.length - 1];
@@ -147,7 +186,7 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,900",
+                 "--disable-dev-shm-usage", "--hide-scrollbars", f"--window-size={DESKTOP},900",
                  f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -179,8 +218,31 @@ def _save_full_page_screenshot(driver, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
+def _set_width(driver, width: int) -> None:
+    """Lay the page out as a screen ``width`` CSS pixels wide (a phone's below 600 px)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def _overflow_problems(driver, page: str, width: int) -> tuple[list[str], list[str]]:
+    """(problems, wide code at the desktop width): boxes past the page's edge or cut off, and code
+    blocks that need a scroll bar at 1280 px (the 88-character rule; not for the source listings)."""
+    found = driver.execute_script(OVERFLOWS)
+    problems = [found["page"]] if found["page"] else []
+    for kind, text in (("outside", "reach past the page's edge"), ("clipped", "are cut off")):
+        if found[kind]:
+            problems.append(f"{len(found[kind])} code block(s)/equation(s) {text}, e.g. {found[kind][:3]}")
+    wide = []
+    if width == DESKTOP and not page.startswith("_modules/"):
+        code = [what for what in found["scrolling"] if what.startswith("code: ")]
+        if code:
+            wide.append(f"{len(code)} code block(s) need a scroll bar at {width} px, e.g. {code[:3]}")
+    return problems, wide
+
+
+@pytest.mark.parametrize("width", WIDTHS, ids=lambda w: f"{w}px")
 @pytest.mark.parametrize("page", PAGES or ["(book not built)"])
-def test_page(page, server, browser):
+def test_page(page, width, server, browser):
     url = urllib.parse.urljoin(server, page)
     redirect = REDIRECT.search((SITE / page).read_text(encoding="utf-8", errors="replace"))
     if redirect:  # e.g. index.html, written by Jupyter Book to point at the first page
@@ -188,6 +250,7 @@ def test_page(page, server, browser):
         assert _status(target) == 200, f"{page} redirects to {target}, which does not answer 200"
         return
     browser.get_log("browser")  # drop messages from the previous page
+    _set_width(browser, width)
     browser.get(url)
     problems = []
 
@@ -245,5 +308,13 @@ def test_page(page, server, browser):
     if console:
         problems.append(f"console errors: {console}")
 
-    _save_full_page_screenshot(browser, SHOTS / (Path(page).with_suffix("").as_posix().replace("/", "__") + ".png"))
-    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+    overflow, wide = _overflow_problems(browser, page, width)
+    problems += overflow
+    if ENFORCED["line_length"]:
+        problems += wide
+
+    name = Path(page).with_suffix("").as_posix().replace("/", "__") + ".png"
+    _save_full_page_screenshot(browser, SHOTS / f"{width}px" / name)
+    assert not problems, f"{page} at {width} px:\n  " + "\n  ".join(problems)
+    if wide:
+        pytest.xfail(f"[line_length, not enforced yet] {page}: {wide[0]}")
