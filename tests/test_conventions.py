@@ -47,10 +47,10 @@ CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
 MAX_LINE = 88
 # convention -> True: a violation fails the run; False: it is reported as an expected failure.
 ENFORCED = {
-    "line_length": False,
-    "install_cell": False,
-    "figures": False,
-    "chapter_form": False,
+    "line_length": True,
+    "install_cell": True,
+    "figures": True,
+    "chapter_form": True,
     "api_pages": True,   # every public name of the library is on a page in book/api/
 }
 _requested = os.environ.get("TINYGRAD_BIRNN_ENFORCE", "")
