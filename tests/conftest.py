@@ -12,7 +12,12 @@ settings.register_profile("tinygrad_birnn", max_examples=30, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 settings.register_profile("deep", max_examples=1000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-settings.load_profile("tinygrad_birnn")
+
+
+def pytest_configure(config):
+    """The small profile unless the command line named one (``--hypothesis-profile=deep``)."""
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile("tinygrad_birnn")
 
 
 @pytest.fixture(params=["numpy", "cupy"])
