@@ -1,0 +1,333 @@
+"""Each cell's forward and backward step, written once as array code, with its CUDA twin beside it.
+
+A step function works on arrays of any leading shape: (B, .) for one direction, or (D, B, .) for all
+directions of a layer at once. Its arguments are always in the same order,
+
+    forward(z, pre, prev, mask, saved, new)
+    backward(dh_next, carry, g, saved, prev, new, mask, delta, delta_input, carry_out)
+
+where ``z`` = h_prev W_hh^T is the step's product (whole, or as a list of partial sums when its inner dimension
+was split), ``pre`` the input projection x W_ih^T + b, ``prev`` and ``new`` the states before and after the step
+as tuples, (h,) or (h, c), and ``saved`` what the backward step needs from the forward one (the gate values).
+``mask`` (., B, 1) is True where the step is a real one (t < len_b); None means every step is.
+
+Backward, ``dh_next`` is the delta of the step after, carried back through W_hh (whole or in partial sums),
+``g`` the loss's gradient at this step's output, and ``carry`` what else flows back from the step after:
+``skip``, the part of dE/dh that bypasses W_hh, and for the LSTM dE/dc. The step writes the pre-activation
+deltas ``delta`` (the rows that go back through W_hh) and ``carry_out``. A padded step (m false) passes its
+state through unchanged, and so passes the gradient through: skip_out = dE/dh, delta = 0.
+
+Each function has two bodies of the same arithmetic: one ``cupy.ElementwiseKernel`` launch when the arrays live
+on a GPU (the source is in :data:`KERNEL_SOURCES`, named as the function's first line says), NumPy ufuncs with
+``out=`` otherwise. The tests compile the CUDA sources for the host and check both bodies give the same numbers.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from .. import backend
+from ..backend import is_cupy_array
+
+KERNEL_PREAMBLE = "template <typename U> __device__ U sigmoid_of(U a) { return (U)0.5 * tanh((U)0.5 * a) + (U)0.5; }"
+_ACT = {"tanh": "tanh(a)", "relu": "(a > (T)0 ? a : (T)0)"}                  # act(a)
+_DACT = {"tanh": "((T)1 - h * h)", "relu": "(h > (T)0 ? (T)1 : (T)0)"}      # act'(a), from h = act(a)
+SPLITS = (1, 2, 4)
+LSTM_GATES, GRU_GATES = "ifgo", "rzn"
+
+
+def sigmoid_(a: Any) -> Any:
+    """a <- sigmoid(a) = (1 + tanh(a/2))/2 in place (exact in both tails, never overflows): the same formula as
+    ``sigmoid_of`` in :data:`KERNEL_PREAMBLE`."""
+    a *= 0.5
+    np.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+    return a
+
+
+def _sum(names: Sequence[str]) -> str:
+    return " + ".join(names)
+
+
+def _sources(n: int) -> dict:
+    """The kernels whose product input comes in n partial sums; (inputs, outputs, body), T the float type."""
+    zs, dhs = [f"z{j}" for j in range(n)], [f"dh{j}" for j in range(n)]
+    params = lambda names: ", ".join(f"T {a}" for a in names)  # noqa: E731
+    out = {}
+    for act in ("tanh", "relu"):
+        out[f"rnn_forward_{act}"] = (
+            f"{params(zs)}, T pre, T h_prev, bool m", "T h",
+            f"T a = {_sum(zs)} + pre; h = m ? {_ACT[act]} : h_prev;")
+        out[f"rnn_backward_{act}"] = (
+            f"{params(dhs)}, T skip, T g, T h, bool m", "T delta, T skip_out",
+            f"T dh = {_sum(dhs)} + skip + (m ? g : (T)0);"
+            f" delta = m ? dh * {_DACT[act]} : (T)0;"
+            " skip_out = m ? (T)0 : dh;")
+    gate_z = [f"z{j}_{k}" for j in range(n) for k in LSTM_GATES]
+    out["lstm_forward"] = (
+        f"{params(gate_z)}, T p_i, T p_f, T p_g, T p_o, T c_prev, T h_prev, bool m",
+        "T g_i, T g_f, T g_g, T g_o, T tanh_c, T c, T h",
+        "".join(f"T a_{k} = {_sum([f'z{j}_{k}' for j in range(n)])} + p_{k}; " for k in LSTM_GATES) +
+        "g_i = sigmoid_of(a_i); g_f = sigmoid_of(a_f); g_g = tanh(a_g); g_o = sigmoid_of(a_o);"
+        " T c_new = g_f * c_prev + g_i * g_g;"
+        " tanh_c = tanh(c_new);"
+        " c = m ? c_new : c_prev;"
+        " h = m ? g_o * tanh_c : h_prev;")
+    out["lstm_backward"] = (
+        f"{params(dhs)}, T skip, T g, T dc, T g_i, T g_f, T g_g, T g_o, T tanh_c, T c_prev, bool m",
+        "T d_i, T d_f, T d_g, T d_o, T dc_out, T skip_out",
+        f"T dh = {_sum(dhs)} + skip + (m ? g : (T)0);"
+        " T dc_all = dc + (m ? dh * g_o * ((T)1 - tanh_c * tanh_c) : (T)0);"
+        " d_i = m ? dc_all * g_g * g_i * ((T)1 - g_i) : (T)0;"
+        " d_f = m ? dc_all * c_prev * g_f * ((T)1 - g_f) : (T)0;"
+        " d_g = m ? dc_all * g_i * ((T)1 - g_g * g_g) : (T)0;"
+        " d_o = m ? dh * tanh_c * g_o * ((T)1 - g_o) : (T)0;"
+        " dc_out = m ? dc_all * g_f : dc_all;"
+        " skip_out = m ? (T)0 : dh;")
+    gru_z = [f"z{j}_{k}" for j in range(n) for k in GRU_GATES]
+    out["gru_forward"] = (
+        f"{params(gru_z)}, T p_r, T p_z, T p_n, T b_hn, T h_prev, bool m",
+        "T g_r, T g_z, T g_n, T hn, T h",
+        "".join(f"T s_{k} = {_sum([f'z{j}_{k}' for j in range(n)])}; " for k in GRU_GATES) +
+        "g_r = sigmoid_of(s_r + p_r); g_z = sigmoid_of(s_z + p_z); hn = s_n + b_hn;"
+        " g_n = tanh(p_n + g_r * hn);"
+        " h = m ? g_n + g_z * (h_prev - g_n) : h_prev;")
+    out["gru_backward"] = (
+        f"{params(dhs)}, T skip, T g, T g_r, T g_z, T g_n, T hn, T h_prev, bool m",
+        "T d_r, T d_z, T d_hn, T d_n, T skip_out",
+        f"T dh = {_sum(dhs)} + skip + (m ? g : (T)0);"
+        " d_n = m ? dh * ((T)1 - g_z) * ((T)1 - g_n * g_n) : (T)0;"
+        " d_hn = d_n * g_r;"
+        " d_r = d_n * hn * g_r * ((T)1 - g_r);"
+        " d_z = m ? dh * (h_prev - g_n) * g_z * ((T)1 - g_z) : (T)0;"
+        " skip_out = m ? dh * g_z : dh;")
+    return {(name if n == 1 else f"{name}_split{n}"): source for name, source in out.items()}
+
+
+KERNEL_SOURCES: dict[str, tuple[str, str, str]] = {k: v for n in SPLITS for k, v in _sources(n).items()}
+_kernels: dict[str, Any] = {}
+
+
+def kernel(name: str) -> Any:
+    """The ElementwiseKernel ``name``, built on first use (CuPy compiles and caches one binary per dtype)."""
+    if name not in _kernels:
+        in_params, out_params, body = KERNEL_SOURCES[name]
+        _kernels[name] = backend.cupy_module().ElementwiseKernel(
+            in_params, out_params, body, f"tinygrad_birnn_{name}", preamble=KERNEL_PREAMBLE)
+    return _kernels[name]
+
+
+def launch(name: str, splits: int, *args: Any) -> None:
+    """Run kernel ``name``, its variant for a product in ``splits`` partial sums, on ``args``."""
+    kernel(name if splits == 1 else f"{name}_split{splits}")(*args)
+
+
+def gate_views(a: Any, gates: int) -> tuple:
+    """The gate blocks of the last axis as views: (..., G*H) -> G arrays (..., H)."""
+    H = a.shape[-1] // gates
+    return tuple(a[..., k * H:(k + 1) * H] for k in range(gates))
+
+
+def parts_of(z: Any) -> list:
+    """A product given whole or as a list of partial sums (split-K) -> the list."""
+    return list(z) if isinstance(z, (list, tuple)) else [z]
+
+
+def _add_parts(parts: list, extra: Any, out: Any) -> Any:
+    """out = sum(parts) + extra, with NumPy ufuncs."""
+    np.add(parts[0], extra, out=out)
+    for p in parts[1:]:
+        out += p
+    return out
+
+
+def _gradient_in(dh_next: list, skip: Any, g: Any, mask: Any, out: Any) -> Any:
+    """dE/dh of a step: the delta carried back through W_hh, the skip, and the output's gradient where real."""
+    _add_parts(dh_next, skip, out)
+    out += g if mask is None else g * mask
+    return out
+
+
+def _keep(new: Any, old: Any, mask: Any) -> None:
+    """new <- m ? new : old."""
+    if mask is not None:
+        np.copyto(new, old, where=~mask)
+
+
+def _flags(mask: Any) -> Any:
+    return True if mask is None else mask
+
+
+# --- Elman RNN --------------------------------------------------------------------------------------------------
+def rnn_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple,
+                     nonlinearity: str = "tanh") -> None:
+    """rnn_forward_{tanh,relu}: h = m ? act(z + pre) : h_prev."""
+    z, (h_prev,), (h,) = parts_of(z), prev, new
+    if is_cupy_array(h):
+        return launch(f"rnn_forward_{nonlinearity}", len(z), *z, pre, h_prev, _flags(mask), h)
+    _add_parts(z, pre, h)
+    if nonlinearity == "tanh":
+        np.tanh(h, out=h)
+    else:
+        np.maximum(h, 0, out=h)
+    _keep(h, h_prev, mask)
+
+
+def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
+                      delta: Any, delta_input: Any, carry_out: tuple, nonlinearity: str = "tanh") -> None:
+    """rnn_backward_{tanh,relu}: dh = dh_next + skip + m g; delta = m dh act'(a) (tanh' = 1 - h^2,
+    relu' = [h > 0]); skip_out = (1 - m) dh."""
+    dh_next, (skip,), (h,), (skip_out,) = parts_of(dh_next), carry, new, carry_out
+    if is_cupy_array(h):
+        return launch(f"rnn_backward_{nonlinearity}", len(dh_next), *dh_next, skip, g, h, _flags(mask), delta, skip_out)
+    dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # built in skip_out, which keeps (1 - m) dh at the end
+    if nonlinearity == "tanh":
+        np.multiply(h, h, out=delta)
+        np.subtract(1, delta, out=delta)
+    else:
+        np.greater(h, 0, out=delta)
+    delta *= dh
+    if mask is None:
+        dh.fill(0)
+    else:
+        delta *= mask
+        dh *= ~mask
+
+
+# --- LSTM -------------------------------------------------------------------------------------------------------
+def lstm_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple) -> None:
+    """lstm_forward: (i, f, g, o) = (sig, sig, tanh, sig)(z + pre); c = m ? f c_prev + i g : c_prev;
+    h = m ? o tanh(c) : h_prev. Saved: the gate values and tanh(c)."""
+    z, (h_prev, c_prev), (gates, tanh_c), (h, c) = parts_of(z), prev, saved, new
+    if is_cupy_array(h):
+        return launch("lstm_forward", len(z), *[v for part in z for v in gate_views(part, 4)], *gate_views(pre, 4),
+                      c_prev, h_prev, _flags(mask), *gate_views(gates, 4), tanh_c, c, h)
+    H = h.shape[-1]
+    _add_parts(z, pre, gates)
+    i, f, g, o = gate_views(gates, 4)
+    sigmoid_(gates[..., :2 * H])  # i and f
+    np.tanh(g, out=g)
+    sigmoid_(o)
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=tanh_c)
+    c += tanh_c
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=h)
+    _keep(c, c_prev, mask)
+    _keep(h, h_prev, mask)
+
+
+def lstm_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
+                       delta: Any, delta_input: Any, carry_out: tuple) -> None:
+    """lstm_backward: dh = dh_next + skip + m g; dc' = dc + m dh o tanh'(c);
+    d(i, f, g, o) = m (dc' g, dc' c_prev, dc' i, dh tanh c) act'; dc_out = m ? dc' f : dc'; skip_out = (1 - m) dh.
+    act' is s(1 - s) for the sigmoid gates and 1 - g^2 for g."""
+    dh_next, (skip, dc), (gates, tanh_c), (_, c_prev), (skip_out, dc_out) = parts_of(dh_next), carry, saved, prev, \
+        carry_out
+    if is_cupy_array(dc):
+        return launch("lstm_backward", len(dh_next), *dh_next, skip, g, dc, *gate_views(gates, 4), tanh_c, c_prev, _flags(mask),
+                      *gate_views(delta, 4), dc_out, skip_out)
+    i, f, gg, o = gate_views(gates, 4)
+    d_i, d_f, d_g, d_o = gate_views(delta, 4)
+    dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # as in rnn_step_backward
+    np.multiply(dh, o, out=dc_out)
+    dc_out *= 1 - tanh_c * tanh_c
+    if mask is not None:
+        dc_out *= mask
+    dc_out += dc                                      # dc' = dE/dc of this step
+    np.multiply(dc_out, gg, out=d_i)
+    d_i *= i * (1 - i)
+    np.multiply(dc_out, c_prev, out=d_f)
+    d_f *= f * (1 - f)
+    np.multiply(dc_out, i, out=d_g)
+    d_g *= 1 - gg * gg
+    np.multiply(dh, tanh_c, out=d_o)
+    d_o *= o * (1 - o)
+    if mask is None:
+        dc_out *= f
+        dh.fill(0)
+    else:
+        delta *= mask
+        np.copyto(dc_out, dc_out * f, where=mask)
+        dh *= ~mask
+
+
+# --- GRU --------------------------------------------------------------------------------------------------------
+def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple, bias_hn: Any = 0) -> None:
+    """gru_forward: r, u = sig(z_r + p_r), sig(z_z + p_z); hn = z_n + b_hn; n = tanh(p_n + r hn);
+    h = m ? n + u (h_prev - n) : h_prev. ``pre`` holds x W_ih^T + b_ih + (b_hr, b_hz, 0): b_hn stays inside r (.),
+    as in PyTorch. Saved: the gate values (r, u, n) and hn."""
+    z, (h_prev,), (gates, hn), (h,) = parts_of(z), prev, saved, new
+    if is_cupy_array(h):
+        return launch("gru_forward", len(z), *[v for part in z for v in gate_views(part, 3)], *gate_views(pre, 3),
+                      bias_hn, h_prev, _flags(mask), *gate_views(gates, 3), hn, h)
+    H = h.shape[-1]
+    _add_parts([part[..., :2 * H] for part in z], pre[..., :2 * H], gates[..., :2 * H])
+    r, u, n = gate_views(gates, 3)
+    sigmoid_(gates[..., :2 * H])  # r and u
+    _add_parts([part[..., 2 * H:] for part in z], bias_hn, hn)
+    np.multiply(r, hn, out=n)
+    n += pre[..., 2 * H:]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h)
+    h *= u
+    h += n
+    _keep(h, h_prev, mask)
+
+
+def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
+                      delta: Any, delta_input: Any, carry_out: tuple) -> None:
+    """gru_backward: dh = dh_next + skip + m g; d_n = m dh (1 - u) tanh'; d_r = d_n hn r(1 - r);
+    d_z = m dh (h_prev - n) u(1 - u); skip_out = m ? dh u : dh. ``delta`` gets the deltas of h W_hh^T + b_hh,
+    (d_r, d_z, r d_n); ``delta_input`` (., H) the input side's n block d_n (its r and z blocks equal delta's)."""
+    dh_next, (skip,), (gates, hn), (h_prev,), (skip_out,) = parts_of(dh_next), carry, saved, prev, carry_out
+    if is_cupy_array(skip_out):
+        return launch("gru_backward", len(dh_next), *dh_next, skip, g, *gate_views(gates, 3), hn, h_prev, _flags(mask),
+                      *gate_views(delta, 3), delta_input, skip_out)
+    r, u, n = gate_views(gates, 3)
+    d_r, d_z, d_hn = gate_views(delta, 3)
+    dh = _gradient_in(dh_next, skip, g, mask, skip_out)
+    np.subtract(1, u, out=delta_input)
+    delta_input *= dh
+    delta_input *= 1 - n * n
+    np.subtract(h_prev, n, out=d_z)
+    d_z *= dh
+    d_z *= u * (1 - u)
+    if mask is not None:
+        delta_input *= mask
+        d_z *= mask
+    np.multiply(delta_input, r, out=d_hn)
+    np.multiply(d_hn, hn, out=d_r)
+    d_r *= 1 - r
+    if mask is None:
+        dh *= u
+    else:
+        np.copyto(dh, dh * u, where=mask)
+
+
+class Cell(NamedTuple):
+    """What a driver needs to know about a cell: its gate blocks per weight matrix, the states it carries, the
+    widths (in units of H) of what a forward step saves, and its two step functions."""
+
+    name: str
+    gates: int
+    states: int
+    saved: tuple
+    forward: Any
+    backward: Any
+
+    @property
+    def bias_inside(self) -> bool:
+        """True for the GRU: b_hn is not folded into the input projection, and the input side's deltas differ
+        from the hidden side's in the n block."""
+        return self.name == "GRU"
+
+
+CELLS = {
+    "RNN": Cell("RNN", 1, 1, (), rnn_step_forward, rnn_step_backward),
+    "LSTM": Cell("LSTM", 4, 2, (4, 1), lstm_step_forward, lstm_step_backward),
+    "GRU": Cell("GRU", 3, 1, (3, 1), gru_step_forward, gru_step_backward),
+}
+GATE_COUNTS = {name: cell.gates for name, cell in CELLS.items()}
