@@ -46,13 +46,13 @@ def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
                 b_hh[2 * (b_hh.shape[0] // 3):] = 0
             b.append(b_ih + b_hh)
         pre += xp.concatenate(b)
-    return pre.reshape(T, B, -1), w_ih
+    return pre.reshape(T, B, pre.shape[-1]), w_ih
 
 
 def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad: bool) -> tuple:
     """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db = sum dpre (one matmul each)."""
     T, B, I = x.shape
-    d2 = dpre.reshape(T * B, -1)
+    d2 = dpre.reshape(T * B, dpre.shape[-1])
     dx = matmul(d2, w_ih).reshape(T, B, I) if needs_input_grad else None
     dw_ih = matmul(d2.T, x.reshape(T * B, I))
     db = d2.sum(axis=0) if w[0][2] is not None else None
@@ -64,7 +64,7 @@ def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad
 def hidden_weight_grad(delta: Any, h_before: Any) -> Any:
     """dW_hh = sum_t delta_t^T h_{t-1}, one (G*H, T*B) @ (T*B, H) matmul."""
     T, B, GH = delta.shape
-    return matmul(delta.reshape(T * B, GH).T, h_before.reshape(T * B, -1))
+    return matmul(delta.reshape(T * B, GH).T, h_before.reshape(T * B, h_before.shape[-1]))
 
 
 def pack_grads(dx: Any, dstates: Sequence, dw_ih: list, dw_hh: list, db_ih: list, db_hh: list, bias: bool) -> tuple:
