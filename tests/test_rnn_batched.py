@@ -175,7 +175,8 @@ def cell_cases(dtype, masked, seed=0):
 
     The arguments follow the step functions' order: forward (z, pre, prev, mask, saved, new), backward
     (dh_next, carry, g, saved, prev, new, mask, delta, delta_input, carry_out); a path is an argument's index,
-    then the index inside a tuple argument."""
+    then the index inside a tuple argument. The NumPy body of a backward step reads ``saved`` as the cell's
+    prepare_backward extends it (see numpy_args)."""
     rng = np.random.default_rng(seed)
     D, B, H = 2, 5, 3
 
@@ -219,6 +220,15 @@ def cell_cases(dtype, masked, seed=0):
             pieces = [r(*args[0].shape) for _ in range(n - 1)]
             split_cases.append((f"{name}_split{n}", cell, [[args[0] - sum(pieces)] + pieces] + args[1:], outs))
     return cases + split_cases
+
+
+def numpy_args(name, args):
+    """The arguments as the NumPy body of step ``name`` reads them: a backward step's ``saved`` prepared."""
+    if "backward" not in name:
+        return args
+    cell = steps.CELLS[name.split("_")[0].upper()]
+    params = {"nonlinearity": "relu" if "relu" in name else "tanh"} if cell.name == "RNN" else {}
+    return args[:3] + [cell.prepare_backward(args[3], args[4], args[5], args[6], **params)] + args[4:]
 
 
 def copy_args(args):
@@ -299,7 +309,7 @@ def test_kernel_bodies_equal_their_numpy_twins_on_the_host(host_kernels, monkeyp
     for name, cell, args, outs in cell_cases(dtype, masked):
         expected = copy_args(args)
         expected[0] = args[0] if isinstance(args[0], np.ndarray) else sum(args[0])  # NumPy twin, the product whole
-        cell(*expected)
+        cell(*numpy_args(name, expected))
         with monkeypatch.context() as patch:
             route_to_host(patch, host_kernels)
             cell(*args)
@@ -331,7 +341,7 @@ def test_cupy_kernels_equal_their_numpy_twins(xp_backend, dtype, masked):
     for name, cell, args, outs in cell_cases(dtype, masked):
         on_gpu = to_gpu(args)
         cell(*on_gpu)
-        cell(*args)
+        cell(*numpy_args(name, args))
         for k in outs:
             np.testing.assert_allclose(backend.to_numpy(output(on_gpu, k)), output(args, k), err_msg=name,
                                        **tolerances(dtype))

@@ -76,8 +76,10 @@ def pack_grads(dx: Any, dstates: Sequence, dw_ih: list, dw_hh: list, db_ih: list
 
 
 def _rows(buffers: Sequence, steps: int) -> list:
-    """[(b[s] for b in buffers) for s < steps] as tuples of views, made in C by zip."""
-    return list(zip(*buffers)) if buffers else [()] * steps
+    """[(b[s] for b in buffers) for s < steps] as tuples of views, made in C by zip; a None buffer gives None."""
+    if not buffers:
+        return [()] * steps
+    return list(zip(*[[None] * steps if b is None else b for b in buffers]))
 
 
 def forward_loop(cell: Cell, product: Any, pre: Any, mask: Any, states: Sequence, saved: Sequence,
@@ -96,10 +98,13 @@ def forward_loop(cell: Cell, product: Any, pre: Any, mask: Any, states: Sequence
 def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, states: Sequence, saved: Sequence,
                   delta: Any, delta_input: Any, carries: Sequence, **params: Any) -> Any:
     """Walk a chain backwards: step s takes the delta of step s+1 through W_hh (``dh_last`` after the last step),
-    reads carries[s+1] and writes carries[s] and delta[s] (and delta_input[s] for the GRU). Returns the product
-    of delta[0], the part of dE/dh_0 that went through W_hh."""
+    reads carries[s+1] and writes carries[s] and delta[s] (and delta_input[s] for the GRU). The cell's local
+    derivatives are prepared for all steps first. Returns the product of delta[0], the part of dE/dh_0 that went
+    through W_hh."""
     T = g.shape[0]
-    rows, kept, carry = _rows(states, T + 1), _rows(saved, T), _rows(carries, T + 1)
+    prepared = cell.prepare_backward(tuple(saved), tuple(s[:-1] for s in states), tuple(s[1:] for s in states),
+                                     mask, **params)
+    rows, kept, carry = _rows(states, T + 1), _rows(prepared, T), _rows(carries, T + 1)
     masks = [None] * T if mask is None else mask
     inputs = [None] * T if delta_input is None else delta_input
     backward, dh_next = cell.backward, dh_last
@@ -111,13 +116,15 @@ def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, sta
 
 
 class Product:
-    """state (B, K) -> state @ w (K, N), into one reused buffer."""
+    """state (B, K) -> state @ w (K, N), into one reused buffer (NumPy's matmul called directly on the host,
+    where no capture can route it)."""
 
     def __init__(self, xp: Any, w: Any, batch: int):
         self.w, self.out = w, xp.empty((batch, w.shape[1]), dtype=w.dtype)
+        self.matmul = np.matmul if xp is np else matmul
 
     def __call__(self, state: Any) -> Any:
-        return matmul(state, self.w, out=self.out)
+        return self.matmul(state, self.w, out=self.out)
 
 
 def in_schedule_order(a: Any, d: int) -> Any:
@@ -192,6 +199,8 @@ def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, 
         delta = xp.empty((T, B, GH), dtype=dtype) if spec.bias_inside else block
         carries = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
         carries[0][T] = 0                                # skip: nothing bypasses W_hh after the last step
+        if mask is None and xp is np and not spec.direct_path:
+            carries = (None,) + carries[1:]              # ... nor anywhere else, without padding
         for buffer, gk in zip(carries[1:], g_states[1:]):
             buffer[T] = gk[d]                            # dE/dc after the last step
         product = Product(xp, xp.ascontiguousarray(w[d][1].astype(dtype, copy=False)), B)
@@ -200,7 +209,7 @@ def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, 
         through = backward_loop(spec, product, g_states[0][d].astype(dtype), g_d, m, states, saved, delta,
                                 block[..., 2 * H:] if spec.bias_inside else None, carries,
                                 **cell_params(spec, nonlinearity, backward=True))
-        dstates[0].append(carries[0][0] + through)
+        dstates[0].append(through.copy() if carries[0] is None else carries[0][0] + through)
         for k in range(1, spec.states):
             dstates[k].append(carries[k][0])
         dw_hh.append(hidden_weight_grad(delta, states[0][:-1]))

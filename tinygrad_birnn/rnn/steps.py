@@ -5,6 +5,7 @@ directions of a layer at once. Its arguments are always in the same order,
 
     forward(z, pre, prev, mask, saved, new)
     backward(dh_next, carry, g, saved, prev, new, mask, delta, delta_input, carry_out)
+    prepare_backward(saved, prev, new, mask)      (all steps at once, before the backward loop)
 
 where ``z`` = h_prev W_hh^T is the step's product (whole, or as a list of partial sums when its inner dimension
 was split), ``pre`` the input projection x W_ih^T + b, ``prev`` and ``new`` the states before and after the step
@@ -15,11 +16,16 @@ Backward, ``dh_next`` is the delta of the step after, carried back through W_hh 
 ``g`` the loss's gradient at this step's output, and ``carry`` what else flows back from the step after:
 ``skip``, the part of dE/dh that bypasses W_hh, and for the LSTM dE/dc. The step writes the pre-activation
 deltas ``delta`` (the rows that go back through W_hh) and ``carry_out``. A padded step (m false) passes its
-state through unchanged, and so passes the gradient through: skip_out = dE/dh, delta = 0.
+state through unchanged, and so passes the gradient through: skip_out = dE/dh, delta = 0. Where no step of a
+chain is padded, nothing of an RNN's or LSTM's dE/dh bypasses W_hh; a NumPy caller may then pass ``skip`` None
+(read as zero), and skip_out None too: nothing is written there. (The GRU's h_prev reaches h directly, so its
+skip is never zero: :attr:`Cell.direct_path`.)
 
 Each function has two bodies of the same arithmetic: one ``cupy.ElementwiseKernel`` launch when the arrays live
 on a GPU (the source is in :data:`KERNEL_SOURCES`, named as the function's first line says), NumPy ufuncs with
-``out=`` otherwise. The tests compile the CUDA sources for the host and check both bodies give the same numbers.
+``out=`` otherwise. NumPy pays for every call, so its backward steps read the local derivatives (which do not
+depend on the recurrence) computed for all steps at once by the cell's ``prepare_backward``; a kernel computes
+them inline. The tests compile the CUDA sources for the host and check both bodies give the same numbers.
 """
 from __future__ import annotations
 
@@ -28,7 +34,6 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .. import backend
-from ..backend import is_cupy_array
 
 KERNEL_PREAMBLE = "template <typename U> __device__ U sigmoid_of(U a) { return (U)0.5 * tanh((U)0.5 * a) + (U)0.5; }"
 _ACT = {"tanh": "tanh(a)", "relu": "(a > (T)0 ? a : (T)0)"}                  # act(a)
@@ -45,6 +50,11 @@ def sigmoid_(a: Any) -> Any:
     a *= 0.5
     a += 0.5
     return a
+
+
+def is_cupy_array(a: Any) -> bool:
+    """Whether a step runs its kernel: the array is not NumPy's (checked first, it is the cheap test)."""
+    return type(a) is not np.ndarray and backend.is_cupy_array(a)
 
 
 def _sum(names: Sequence[str]) -> str:
@@ -144,16 +154,14 @@ def _add_parts(parts: list, extra: Any, out: Any) -> Any:
 
 
 def _gradient_in(dh_next: list, skip: Any, g: Any, mask: Any, out: Any) -> Any:
-    """dE/dh of a step: the delta carried back through W_hh, the skip, and the output's gradient where real."""
-    _add_parts(dh_next, skip, out)
-    out += g if mask is None else g * mask
+    """dE/dh of a step: the delta carried back through W_hh, the skip (None: zero), and the output's gradient
+    where the step is real."""
+    np.add(dh_next[0], g if mask is None else g * mask, out=out)
+    for p in dh_next[1:]:
+        out += p
+    if skip is not None:
+        out += skip
     return out
-
-
-def _keep(new: Any, old: Any, mask: Any) -> None:
-    """new <- m ? new : old."""
-    if mask is not None:
-        np.copyto(new, old, where=~mask)
 
 
 def _flags(mask: Any) -> Any:
@@ -172,7 +180,24 @@ def rnn_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new
         np.tanh(h, out=h)
     else:
         np.maximum(h, 0, out=h)
-    _keep(h, h_prev, mask)
+    if mask is not None:                              # h = m ? h : h_prev
+        np.copyto(h, h_prev, where=~mask)
+
+
+def rnn_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any, nonlinearity: str = "tanh") -> tuple:
+    """What the NumPy backward step reads besides ``saved``, for all steps at once (arrays indexed by step):
+    m act'(a), from h = act(a). A kernel computes it inline, so on a GPU ``saved`` comes back as it is."""
+    (h,) = new
+    if is_cupy_array(h):
+        return saved
+    if nonlinearity == "tanh":
+        deriv = h * h
+        np.subtract(1, deriv, out=deriv)
+    else:
+        deriv = (h > 0).astype(h.dtype)
+    if mask is not None:
+        deriv *= mask
+    return saved + (deriv,)
 
 
 def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
@@ -181,18 +206,18 @@ def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
     relu' = [h > 0]); skip_out = (1 - m) dh."""
     dh_next, (skip,), (h,), (skip_out,) = parts_of(dh_next), carry, new, carry_out
     if is_cupy_array(h):
-        return launch(f"rnn_backward_{nonlinearity}", len(dh_next), *dh_next, skip, g, h, _flags(mask), delta, skip_out)
+        return launch(f"rnn_backward_{nonlinearity}", len(dh_next), *dh_next, skip, g, h, _flags(mask), delta,
+                      skip_out)
+    (deriv,) = saved                                     # m act'(a), from rnn_prepare_backward
+    if skip_out is None:                                 # no padding: skip is zero, dh is built in delta
+        _gradient_in(dh_next, skip, g, None, delta)
+        delta *= deriv
+        return
     dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # built in skip_out, which keeps (1 - m) dh at the end
-    if nonlinearity == "tanh":
-        np.multiply(h, h, out=delta)
-        np.subtract(1, delta, out=delta)
-    else:
-        np.greater(h, 0, out=delta)
-    delta *= dh
+    np.multiply(dh, deriv, out=delta)
     if mask is None:
         dh.fill(0)
     else:
-        delta *= mask
         dh *= ~mask
 
 
@@ -215,8 +240,24 @@ def lstm_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, ne
     c += tanh_c
     np.tanh(c, out=tanh_c)
     np.multiply(o, tanh_c, out=h)
-    _keep(c, c_prev, mask)
-    _keep(h, h_prev, mask)
+    if mask is not None:
+        np.copyto(c, c_prev, where=~mask)
+        np.copyto(h, h_prev, where=~mask)
+
+
+def lstm_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any) -> tuple:
+    """The NumPy backward step's local derivatives, for all steps at once: m (i(1-i), f(1-f), 1-g^2, o(1-o))
+    and m (1 - tanh(c)^2). A kernel computes them inline, so on a GPU ``saved`` comes back as it is."""
+    gates, tanh_c = saved
+    if is_cupy_array(gates):
+        return saved
+    i, f, g, o = gate_views(gates, 4)
+    dact = np.concatenate([i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)], axis=-1)
+    dtanh_c = 1 - tanh_c * tanh_c
+    if mask is not None:
+        dact *= mask
+        dtanh_c *= mask
+    return saved + (dact, dtanh_c)
 
 
 def lstm_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
@@ -224,32 +265,28 @@ def lstm_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: t
     """lstm_backward: dh = dh_next + skip + m g; dc' = dc + m dh o tanh'(c);
     d(i, f, g, o) = m (dc' g, dc' c_prev, dc' i, dh tanh c) act'; dc_out = m ? dc' f : dc'; skip_out = (1 - m) dh.
     act' is s(1 - s) for the sigmoid gates and 1 - g^2 for g."""
-    dh_next, (skip, dc), (gates, tanh_c), (_, c_prev), (skip_out, dc_out) = parts_of(dh_next), carry, saved, prev, \
-        carry_out
+    dh_next, (skip, dc), (_, c_prev), (skip_out, dc_out) = parts_of(dh_next), carry, prev, carry_out
+    gates, tanh_c = saved[:2]
     if is_cupy_array(dc):
-        return launch("lstm_backward", len(dh_next), *dh_next, skip, g, dc, *gate_views(gates, 4), tanh_c, c_prev, _flags(mask),
-                      *gate_views(delta, 4), dc_out, skip_out)
+        return launch("lstm_backward", len(dh_next), *dh_next, skip, g, dc, *gate_views(gates, 4), tanh_c, c_prev,
+                      _flags(mask), *gate_views(delta, 4), dc_out, skip_out)
+    dact, dtanh_c = saved[2:]                         # from lstm_prepare_backward, masked
     i, f, gg, o = gate_views(gates, 4)
     d_i, d_f, d_g, d_o = gate_views(delta, 4)
-    dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # as in rnn_step_backward
+    dh = _gradient_in(dh_next, skip, g, mask, d_o if skip_out is None else skip_out)  # as in rnn_step_backward
     np.multiply(dh, o, out=dc_out)
-    dc_out *= 1 - tanh_c * tanh_c
-    if mask is not None:
-        dc_out *= mask
+    dc_out *= dtanh_c
     dc_out += dc                                      # dc' = dE/dc of this step
     np.multiply(dc_out, gg, out=d_i)
-    d_i *= i * (1 - i)
     np.multiply(dc_out, c_prev, out=d_f)
-    d_f *= f * (1 - f)
     np.multiply(dc_out, i, out=d_g)
-    d_g *= 1 - gg * gg
-    np.multiply(dh, tanh_c, out=d_o)
-    d_o *= o * (1 - o)
+    np.multiply(dh, tanh_c, out=d_o)                  # (in place when dh was built in d_o)
+    delta *= dact                                     # through the gate nonlinearities; 0 where padded
     if mask is None:
         dc_out *= f
-        dh.fill(0)
+        if skip_out is not None:
+            dh.fill(0)
     else:
-        delta *= mask
         np.copyto(dc_out, dc_out * f, where=mask)
         dh *= ~mask
 
@@ -274,7 +311,23 @@ def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new
     np.subtract(h_prev, n, out=h)
     h *= u
     h += n
-    _keep(h, h_prev, mask)
+    if mask is not None:
+        np.copyto(h, h_prev, where=~mask)
+
+
+def gru_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any) -> tuple:
+    """The NumPy backward step's local derivatives, for all steps at once: m (1-u)(1-n^2), m (h_prev - n) u(1-u)
+    and hn r(1-r). A kernel computes them inline, so on a GPU ``saved`` comes back as it is."""
+    gates, hn = saved
+    if is_cupy_array(gates):
+        return saved
+    r, u, n = gate_views(gates, 3)
+    dn = (1 - u) * (1 - n * n)
+    du = (prev[0] - n) * u * (1 - u)
+    if mask is not None:
+        dn *= mask
+        du *= mask
+    return saved + (dn, du, hn * r * (1 - r))
 
 
 def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
@@ -282,25 +335,19 @@ def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
     """gru_backward: dh = dh_next + skip + m g; d_n = m dh (1 - u) tanh'; d_r = d_n hn r(1 - r);
     d_z = m dh (h_prev - n) u(1 - u); skip_out = m ? dh u : dh. ``delta`` gets the deltas of h W_hh^T + b_hh,
     (d_r, d_z, r d_n); ``delta_input`` (., H) the input side's n block d_n (its r and z blocks equal delta's)."""
-    dh_next, (skip,), (gates, hn), (h_prev,), (skip_out,) = parts_of(dh_next), carry, saved, prev, carry_out
+    dh_next, (skip,), (h_prev,), (skip_out,) = parts_of(dh_next), carry, prev, carry_out
+    gates, hn = saved[:2]
     if is_cupy_array(skip_out):
-        return launch("gru_backward", len(dh_next), *dh_next, skip, g, *gate_views(gates, 3), hn, h_prev, _flags(mask),
-                      *gate_views(delta, 3), delta_input, skip_out)
-    r, u, n = gate_views(gates, 3)
+        return launch("gru_backward", len(dh_next), *dh_next, skip, g, *gate_views(gates, 3), hn, h_prev,
+                      _flags(mask), *gate_views(delta, 3), delta_input, skip_out)
+    dn, du, dr = saved[2:]                            # from gru_prepare_backward, masked
+    r, u, _ = gate_views(gates, 3)
     d_r, d_z, d_hn = gate_views(delta, 3)
     dh = _gradient_in(dh_next, skip, g, mask, skip_out)
-    np.subtract(1, u, out=delta_input)
-    delta_input *= dh
-    delta_input *= 1 - n * n
-    np.subtract(h_prev, n, out=d_z)
-    d_z *= dh
-    d_z *= u * (1 - u)
-    if mask is not None:
-        delta_input *= mask
-        d_z *= mask
+    np.multiply(dh, dn, out=delta_input)
     np.multiply(delta_input, r, out=d_hn)
-    np.multiply(d_hn, hn, out=d_r)
-    d_r *= 1 - r
+    np.multiply(delta_input, dr, out=d_r)
+    np.multiply(dh, du, out=d_z)
     if mask is None:
         dh *= u
     else:
@@ -309,7 +356,8 @@ def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
 
 class Cell(NamedTuple):
     """What a driver needs to know about a cell: its gate blocks per weight matrix, the states it carries, the
-    widths (in units of H) of what a forward step saves, and its two step functions."""
+    widths (in units of H) of what a forward step saves, its two step functions, and what the backward one
+    needs prepared for all steps at once."""
 
     name: str
     gates: int
@@ -317,6 +365,12 @@ class Cell(NamedTuple):
     saved: tuple
     forward: Any
     backward: Any
+    prepare_backward: Any
+
+    @property
+    def direct_path(self) -> bool:
+        """True for the GRU: h_prev reaches h without W_hh, so its skip carries gradient even without padding."""
+        return self.name == "GRU"
 
     @property
     def bias_inside(self) -> bool:
@@ -326,8 +380,8 @@ class Cell(NamedTuple):
 
 
 CELLS = {
-    "RNN": Cell("RNN", 1, 1, (), rnn_step_forward, rnn_step_backward),
-    "LSTM": Cell("LSTM", 4, 2, (4, 1), lstm_step_forward, lstm_step_backward),
-    "GRU": Cell("GRU", 3, 1, (3, 1), gru_step_forward, gru_step_backward),
+    "RNN": Cell("RNN", 1, 1, (), rnn_step_forward, rnn_step_backward, rnn_prepare_backward),
+    "LSTM": Cell("LSTM", 4, 2, (4, 1), lstm_step_forward, lstm_step_backward, lstm_prepare_backward),
+    "GRU": Cell("GRU", 3, 1, (3, 1), gru_step_forward, gru_step_backward, gru_prepare_backward),
 }
 GATE_COUNTS = {name: cell.gates for name, cell in CELLS.items()}
