@@ -145,20 +145,20 @@ def parts_of(z: Any) -> list:
     return list(z) if isinstance(z, (list, tuple)) else [z]
 
 
-def _add_parts(parts: list, extra: Any, out: Any) -> Any:
-    """out = sum(parts) + extra, with NumPy ufuncs."""
-    np.add(parts[0], extra, out=out)
-    for p in parts[1:]:
+def _add_parts(z: Any, extra: Any, out: Any) -> Any:
+    """out = z + extra, z whole or a list of partial sums, with NumPy ufuncs."""
+    if type(z) is np.ndarray:
+        return np.add(z, extra, out=out)
+    np.add(z[0], extra, out=out)
+    for p in z[1:]:
         out += p
     return out
 
 
-def _gradient_in(dh_next: list, skip: Any, g: Any, mask: Any, out: Any) -> Any:
-    """dE/dh of a step: the delta carried back through W_hh, the skip (None: zero), and the output's gradient
-    where the step is real."""
-    np.add(dh_next[0], g if mask is None else g * mask, out=out)
-    for p in dh_next[1:]:
-        out += p
+def _gradient_in(dh_next: Any, skip: Any, g: Any, mask: Any, out: Any) -> Any:
+    """dE/dh of a step: the delta carried back through W_hh (whole or in partial sums), the skip (None: zero),
+    and the output's gradient where the step is real."""
+    _add_parts(dh_next, g if mask is None else g * mask, out)
     if skip is not None:
         out += skip
     return out
@@ -172,8 +172,9 @@ def _flags(mask: Any) -> Any:
 def rnn_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple,
                      nonlinearity: str = "tanh") -> None:
     """rnn_forward_{tanh,relu}: h = m ? act(z + pre) : h_prev."""
-    z, (h_prev,), (h,) = parts_of(z), prev, new
+    (h_prev,), (h,) = prev, new
     if is_cupy_array(h):
+        z = parts_of(z)
         return launch(f"rnn_forward_{nonlinearity}", len(z), *z, pre, h_prev, _flags(mask), h)
     _add_parts(z, pre, h)
     if nonlinearity == "tanh":
@@ -204,8 +205,9 @@ def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
                       delta: Any, delta_input: Any, carry_out: tuple, nonlinearity: str = "tanh") -> None:
     """rnn_backward_{tanh,relu}: dh = dh_next + skip + m g; delta = m dh act'(a) (tanh' = 1 - h^2,
     relu' = [h > 0]); skip_out = (1 - m) dh."""
-    dh_next, (skip,), (h,), (skip_out,) = parts_of(dh_next), carry, new, carry_out
+    (skip,), (h,), (skip_out,) = carry, new, carry_out
     if is_cupy_array(h):
+        dh_next = parts_of(dh_next)
         return launch(f"rnn_backward_{nonlinearity}", len(dh_next), *dh_next, skip, g, h, _flags(mask), delta,
                       skip_out)
     (deriv,) = saved                                     # m act'(a), from rnn_prepare_backward
@@ -225,8 +227,9 @@ def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
 def lstm_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple) -> None:
     """lstm_forward: (i, f, g, o) = (sig, sig, tanh, sig)(z + pre); c = m ? f c_prev + i g : c_prev;
     h = m ? o tanh(c) : h_prev. Saved: the gate values and tanh(c)."""
-    z, (h_prev, c_prev), (gates, tanh_c), (h, c) = parts_of(z), prev, saved, new
+    (h_prev, c_prev), (gates, tanh_c), (h, c) = prev, saved, new
     if is_cupy_array(h):
+        z = parts_of(z)
         return launch("lstm_forward", len(z), *[v for part in z for v in gate_views(part, 4)], *gate_views(pre, 4),
                       c_prev, h_prev, _flags(mask), *gate_views(gates, 4), tanh_c, c, h)
     H = h.shape[-1]
@@ -265,9 +268,10 @@ def lstm_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: t
     """lstm_backward: dh = dh_next + skip + m g; dc' = dc + m dh o tanh'(c);
     d(i, f, g, o) = m (dc' g, dc' c_prev, dc' i, dh tanh c) act'; dc_out = m ? dc' f : dc'; skip_out = (1 - m) dh.
     act' is s(1 - s) for the sigmoid gates and 1 - g^2 for g."""
-    dh_next, (skip, dc), (_, c_prev), (skip_out, dc_out) = parts_of(dh_next), carry, prev, carry_out
+    (skip, dc), (_, c_prev), (skip_out, dc_out) = carry, prev, carry_out
     gates, tanh_c = saved[:2]
     if is_cupy_array(dc):
+        dh_next = parts_of(dh_next)
         return launch("lstm_backward", len(dh_next), *dh_next, skip, g, dc, *gate_views(gates, 4), tanh_c, c_prev,
                       _flags(mask), *gate_views(delta, 4), dc_out, skip_out)
     dact, dtanh_c = saved[2:]                         # from lstm_prepare_backward, masked
@@ -296,7 +300,8 @@ def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new
     """gru_forward: r, u = sig(z_r + p_r), sig(z_z + p_z); hn = z_n + b_hn; n = tanh(p_n + r hn);
     h = m ? n + u (h_prev - n) : h_prev. ``pre`` holds x W_ih^T + b_ih + (b_hr, b_hz, 0): b_hn stays inside r (.),
     as in PyTorch. Saved: the gate values (r, u, n) and hn."""
-    z, (h_prev,), (gates, hn), (h,) = parts_of(z), prev, saved, new
+    (h_prev,), (gates, hn), (h,) = prev, saved, new
+    z = parts_of(z)
     if is_cupy_array(h):
         return launch("gru_forward", len(z), *[v for part in z for v in gate_views(part, 3)], *gate_views(pre, 3),
                       bias_hn, h_prev, _flags(mask), *gate_views(gates, 3), hn, h)
@@ -335,9 +340,10 @@ def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
     """gru_backward: dh = dh_next + skip + m g; d_n = m dh (1 - u) tanh'; d_r = d_n hn r(1 - r);
     d_z = m dh (h_prev - n) u(1 - u); skip_out = m ? dh u : dh. ``delta`` gets the deltas of h W_hh^T + b_hh,
     (d_r, d_z, r d_n); ``delta_input`` (., H) the input side's n block d_n (its r and z blocks equal delta's)."""
-    dh_next, (skip,), (h_prev,), (skip_out,) = parts_of(dh_next), carry, prev, carry_out
+    (skip,), (h_prev,), (skip_out,) = carry, prev, carry_out
     gates, hn = saved[:2]
     if is_cupy_array(skip_out):
+        dh_next = parts_of(dh_next)
         return launch("gru_backward", len(dh_next), *dh_next, skip, g, *gate_views(gates, 3), hn, h_prev,
                       _flags(mask), *gate_views(delta, 3), delta_input, skip_out)
     dn, du, dr = saved[2:]                            # from gru_prepare_backward, masked
