@@ -43,10 +43,11 @@ _LAYER_ARGS = """
             the end are zero and its final state is the one at its end, as PyTorch computes on
             ``pack_padded_sequence(input, lengths, enforce_sorted=False)``.
 
-    Outputs: output, h_n
+    Outputs: output, {final}
         output: (T, B, D * H) ((B, T, D * H) with batch_first): the last layer's h_t of every step, the
             forward direction's features first.
-        h_n: the final state{state} of every layer and direction, each (num_layers * D, B, H).
+        {final}: the final state of every layer and direction, each (num_layers * D, B, H)
+            ((num_layers * D, H) unbatched).
 
     Attributes:
         weight_ih_l[k], weight_hh_l[k], bias_ih_l[k], bias_hh_l[k]: layer k's weights, ({rows}, I or D * H),
@@ -206,7 +207,7 @@ class RNN(RNNBase):
 
     Args (besides those below):
         nonlinearity: 'tanh' (default) or 'relu'.
-    """ + _LAYER_ARGS.format(state="", rows="H") + """
+    """ + _LAYER_ARGS.format(state="", rows="H", final="h_n") + """
     Example:
         >>> rnn = nn.RNN(10, 20, num_layers=2, bidirectional=True)
         >>> output, h_n = rnn(Tensor(np.zeros((5, 3, 10), np.float32)))
@@ -233,7 +234,7 @@ class LSTM(_GatedBase):
         c_t = f * c_{t-1} + i * g,    h_t = o * tanh(c_t)
 
     the four gate blocks stacked in this order in the weights' rows.
-    """ + _LAYER_ARGS.format(state=" (h, c)", rows="4 H").replace("Outputs: output, h_n", "Outputs: output, (h_n, c_n)") + """
+    """ + _LAYER_ARGS.format(state=" (h_0, c_0)", rows="4 H", final="(h_n, c_n)") + """
     Example:
         >>> lstm = nn.LSTM(10, 20, bidirectional=True)
         >>> output, (h_n, c_n) = lstm(Tensor(np.zeros((5, 3, 10), np.float32)), lengths=[5, 2, 4])
@@ -250,7 +251,7 @@ class GRU(_GatedBase):
         n = tanh(x_t W_in^T + b_in + r * (h_{t-1} W_hn^T + b_hn)),    h_t = (1 - z) * n + z * h_{t-1}
 
     the three gate blocks (r, z, n) stacked in this order in the weights' rows.
-    """ + _LAYER_ARGS.format(state="", rows="3 H") + """
+    """ + _LAYER_ARGS.format(state="", rows="3 H", final="h_n") + """
     Example:
         >>> gru = nn.GRU(10, 20, batch_first=True)
         >>> output, h_n = gru(Tensor(np.zeros((3, 5, 10), np.float32)))
