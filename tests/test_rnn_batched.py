@@ -206,8 +206,8 @@ def cell_cases(dtype, masked, seed=0):
                   [r(D, B, H), (r(D, B, H), r(D, B, H)), r(D, B, H), (gates, np.tanh(r(D, B, H))),
                    (r(D, B, H), r(D, B, H)), (r(D, B, H), r(D, B, H)), mask, empty(D, B, 4 * H), None,
                    (empty(D, B, H), empty(D, B, H))], [(7,), (9, 0), (9, 1)]))
-    for bias_hn in (0, r(D, 1, H)):
-        cases.append(("gru_forward", functools.partial(steps.gru_step_forward, bias_hn=bias_hn),
+    for bias_hh in (0, r(D, 1, 3 * H)):
+        cases.append(("gru_forward", functools.partial(steps.gru_step_forward, bias_hh=bias_hh),
                       [r(D, B, 3 * H), r(D, B, 3 * H), (r(D, B, H),), mask, (empty(D, B, 3 * H), empty(D, B, H)),
                        (empty(D, B, H),)], [(4, 0), (4, 1), (5, 0)]))
     gates = np.concatenate([sig(D, B, H), sig(D, B, H), np.tanh(r(D, B, H))], axis=-1)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import backend
 from ..backend import is_cupy_array, matmul, xp_of
 from ..tensor import Tensor
-from .bptt import (apply_layer, as_state, backward_loop, cell_params, forward_loop, hidden_n_bias, input_grads,
+from .bptt import (apply_layer, as_state, backward_loop, cell_params, forward_loop, input_grads,
                    like_given, pack_grads, project_inputs, unpack_weights)
 from ..ops import defprim
 from .steps import CELLS, gate_views
@@ -125,10 +125,9 @@ def _hidden_weight_grads(xp: Any, delta2: Any, h_before2: Any) -> list:
     return list(matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
 
 
-def _bias_hn(xp: Any, w: list, dtype: Any) -> Any:
-    """The GRU's b_hn of every direction as (D, 1, H), or None without biases."""
-    b = [hidden_n_bias(wd, dtype) for wd in w]
-    return None if b[0] is None else xp.stack(b)[:, None, :]
+def _hidden_bias(xp: Any, w: list, dtype: Any) -> Any:
+    """b_hh of every direction as (D, 1, G*H), or None without biases."""
+    return None if w[0][3] is None else xp.stack([wd[3] for wd in w]).astype(dtype, copy=False)[:, None, :]
 
 
 def _batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None,
@@ -151,7 +150,7 @@ def _batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", 
     saved = [schedule_buffer(xp, (T, B, D, n * H), dtype) for n in spec.saved]
     pre2 = to_schedule(xp, list(gate_views(pre, D)), dtype)
     forward_loop(spec, product, by_step(pre2), _schedule_mask(xp, mask, D), [by_step(s) for s in states],
-                 [by_step(s) for s in saved], **cell_params(spec, nonlinearity, _bias_hn(xp, w, dtype)))
+                 [by_step(s) for s in saved], **cell_params(spec, nonlinearity, _hidden_bias(xp, w, dtype)))
     finals = [by_step(s)[T].copy() for s in states]
     return (to_time_order(xp, states[0][1:], mask), *finals), (states, saved, w_ih)
 

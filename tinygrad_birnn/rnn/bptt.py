@@ -34,18 +34,12 @@ def unpack_weights(weights: tuple, bias: bool) -> list:
 
 def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
     """pre = x W_ih^T + b for every step and direction, as one (T*B, I) @ (I, D*G*H) matmul; b = b_ih + b_hh
-    (for the GRU, b_ih + (b_hr, b_hz, 0): b_hn belongs inside r (.))."""
+    (for the GRU b_ih: its step adds b_hh to the product, b_hn belonging inside r (.))."""
     T, B, I = x.shape
     w_ih = xp.concatenate([wd[0] for wd in w], axis=0) if len(w) > 1 else w[0][0]
     pre = matmul(x.reshape(T * B, I), w_ih.T).astype(dtype, copy=False)
     if w[0][2] is not None:
-        b = []
-        for _, _, b_ih, b_hh in w:
-            b_hh = b_hh.copy()
-            if cell.bias_inside:
-                b_hh[2 * (b_hh.shape[0] // 3):] = 0
-            b.append(b_ih + b_hh)
-        pre += xp.concatenate(b)
+        pre += xp.concatenate([b_ih if cell.bias_inside else b_ih + b_hh for _, _, b_ih, b_hh in w])
     return pre.reshape(T, B, pre.shape[-1]), w_ih
 
 
@@ -132,20 +126,14 @@ def in_schedule_order(a: Any, d: int) -> Any:
     return a if d == 0 else a[::-1]
 
 
-def cell_params(cell: Cell, nonlinearity: str, bias_hn: Any = None, backward: bool = False) -> dict:
-    """The extra keyword arguments of cell's step functions: the RNN's nonlinearity; forward, the GRU's b_hn
+def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bool = False) -> dict:
+    """The extra keyword arguments of cell's step functions: the RNN's nonlinearity; forward, the GRU's b_hh
     (None: no biases)."""
     if cell.name == "RNN":
         return {"nonlinearity": nonlinearity}
-    if cell.name == "GRU" and not backward:
-        return {"bias_hn": 0 if bias_hn is None else bias_hn}
+    if cell.bias_inside and not backward:
+        return {"bias_hh": 0 if bias_hh is None else bias_hh}
     return {}
-
-
-def hidden_n_bias(w: Any, dtype: Any) -> Any:
-    """The GRU's b_hn (the last third of b_hh) of one direction's weights, or None without biases."""
-    b_hh = w[3]
-    return None if b_hh is None else b_hh[2 * (b_hh.shape[0] // 3):].astype(dtype, copy=False)
 
 
 def _layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
@@ -165,10 +153,10 @@ def _layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", ma
         for buffer, start in zip(states, initial):
             buffer[0] = start[d]
         saved = tuple(xp.empty((T, B, k * H), dtype=dtype) for k in spec.saved)
-        product = Product(xp, xp.ascontiguousarray(w[d][1].T.astype(dtype, copy=False)), B)
+        product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
         m = None if mask is None else in_schedule_order(mask, d)
         forward_loop(spec, product, in_schedule_order(pre[:, :, d * GH:(d + 1) * GH], d), m, states, saved,
-                     **cell_params(spec, nonlinearity, hidden_n_bias(w[d], dtype)))
+                     **cell_params(spec, nonlinearity, None if w[d][3] is None else w[d][3].astype(dtype, copy=False)))
         runs.append((states, saved))
     out = xp.empty((T, B, D * H), dtype=dtype)
     for d, (states, _) in enumerate(runs):
@@ -203,7 +191,7 @@ def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, 
             carries = (None,) + carries[1:]              # ... nor anywhere else, without padding
         for buffer, gk in zip(carries[1:], g_states[1:]):
             buffer[T] = gk[d]                            # dE/dc after the last step
-        product = Product(xp, xp.ascontiguousarray(w[d][1].astype(dtype, copy=False)), B)
+        product = Product(xp, w[d][1].astype(dtype, copy=False), B)
         m = None if mask is None else in_schedule_order(mask, d)
         g_d = in_schedule_order(g_out[:, :, d * H:(d + 1) * H], d)
         through = backward_loop(spec, product, g_states[0][d].astype(dtype), g_d, m, states, saved, delta,
@@ -212,10 +200,10 @@ def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, 
         dstates[0].append(through.copy() if carries[0] is None else carries[0][0] + through)
         for k in range(1, spec.states):
             dstates[k].append(carries[k][0])
-        dw_hh.append(hidden_weight_grad(delta, states[0][:-1]))
+        dw_hh.append(hidden_weight_grad(in_schedule_order(delta, d), in_schedule_order(states[0][:-1], d)))
         if spec.bias_inside:
             block[..., :2 * H] = delta[..., :2 * H]      # r and z: the same delta on both sides
-            db_hh.append(delta.sum(axis=(0, 1)) if bias else None)
+            db_hh.append(in_schedule_order(delta, d).sum(axis=(0, 1)) if bias else None)
     dx, dw_ih, db = input_grads(xp, x, dpre, w_ih, w, needs_input_grad)
     if not spec.bias_inside:
         db_hh = [None if b is None else b.copy() for b in db]

@@ -98,10 +98,10 @@ def _sources(n: int) -> dict:
         " skip_out = m ? (T)0 : dh;")
     gru_z = [f"z{j}_{k}" for j in range(n) for k in GRU_GATES]
     out["gru_forward"] = (
-        f"{params(gru_z)}, T p_r, T p_z, T p_n, T b_hn, T h_prev, bool m",
+        f"{params(gru_z)}, T p_r, T p_z, T p_n, T b_r, T b_z, T b_n, T h_prev, bool m",
         "T g_r, T g_z, T g_n, T hn, T h",
-        "".join(f"T s_{k} = {_sum([f'z{j}_{k}' for j in range(n)])}; " for k in GRU_GATES) +
-        "g_r = sigmoid_of(s_r + p_r); g_z = sigmoid_of(s_z + p_z); hn = s_n + b_hn;"
+        "".join(f"T s_{k} = {_sum([f'z{j}_{k}' for j in range(n)])} + b_{k}; " for k in GRU_GATES) +
+        "g_r = sigmoid_of(s_r + p_r); g_z = sigmoid_of(s_z + p_z); hn = s_n;"
         " g_n = tanh(p_n + g_r * hn);"
         " h = m ? g_n + g_z * (h_prev - g_n) : h_prev;")
     out["gru_backward"] = (
@@ -158,9 +158,10 @@ def _add_parts(z: Any, extra: Any, out: Any) -> Any:
 def _gradient_in(dh_next: Any, skip: Any, g: Any, mask: Any, out: Any) -> Any:
     """dE/dh of a step: the delta carried back through W_hh (whole or in partial sums), the skip (None: zero),
     and the output's gradient where the step is real."""
-    _add_parts(dh_next, g if mask is None else g * mask, out)
-    if skip is not None:
-        out += skip
+    if skip is None:
+        return _add_parts(dh_next, g, out)
+    _add_parts(dh_next, skip, out)
+    out += g if mask is None else g * mask
     return out
 
 
@@ -296,20 +297,23 @@ def lstm_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: t
 
 
 # --- GRU --------------------------------------------------------------------------------------------------------
-def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple, bias_hn: Any = 0) -> None:
-    """gru_forward: r, u = sig(z_r + p_r), sig(z_z + p_z); hn = z_n + b_hn; n = tanh(p_n + r hn);
-    h = m ? n + u (h_prev - n) : h_prev. ``pre`` holds x W_ih^T + b_ih + (b_hr, b_hz, 0): b_hn stays inside r (.),
-    as in PyTorch. Saved: the gate values (r, u, n) and hn."""
+def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple, bias_hh: Any = 0) -> None:
+    """gru_forward: (s_r, s_z, hn) = z + b_hh; r, u = sig(s_r + p_r), sig(s_z + p_z); n = tanh(p_n + r hn);
+    h = m ? n + u (h_prev - n) : h_prev, with ``pre`` = x W_ih^T + b_ih: b_hn stays inside r (.), as in PyTorch.
+    ``bias_hh`` (., G*H) broadcasts over the batch (0: no biases). Saved: the gate values (r, u, n) and hn."""
     (h_prev,), (gates, hn), (h,) = prev, saved, new
-    z = parts_of(z)
     if is_cupy_array(h):
+        z = parts_of(z)
+        biases = (0, 0, 0) if np.isscalar(bias_hh) else gate_views(bias_hh, 3)
         return launch("gru_forward", len(z), *[v for part in z for v in gate_views(part, 3)], *gate_views(pre, 3),
-                      bias_hn, h_prev, _flags(mask), *gate_views(gates, 3), hn, h)
+                      *biases, h_prev, _flags(mask), *gate_views(gates, 3), hn, h)
     H = h.shape[-1]
-    _add_parts([part[..., :2 * H] for part in z], pre[..., :2 * H], gates[..., :2 * H])
+    _add_parts(z, bias_hh, gates)                     # h W_hh^T + b_hh, for now
+    np.copyto(hn, gates[..., 2 * H:])
+    rz = gates[..., :2 * H]
+    rz += pre[..., :2 * H]
+    sigmoid_(rz)                                      # r and u
     r, u, n = gate_views(gates, 3)
-    sigmoid_(gates[..., :2 * H])  # r and u
-    _add_parts([part[..., 2 * H:] for part in z], bias_hn, hn)
     np.multiply(r, hn, out=n)
     n += pre[..., 2 * H:]
     np.tanh(n, out=n)
@@ -321,18 +325,18 @@ def gru_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new
 
 
 def gru_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any) -> tuple:
-    """The NumPy backward step's local derivatives, for all steps at once: m (1-u)(1-n^2), m (h_prev - n) u(1-u)
-    and hn r(1-r). A kernel computes them inline, so on a GPU ``saved`` comes back as it is."""
+    """The NumPy backward step's local derivatives, for all steps at once: 1-u, m (1-n^2), m u(1-u) (h_prev - n)
+    and r(1-r) hn. A kernel computes them inline, so on a GPU ``saved`` comes back as it is."""
     gates, hn = saved
     if is_cupy_array(gates):
         return saved
     r, u, n = gate_views(gates, 3)
-    dn = (1 - u) * (1 - n * n)
-    du = (prev[0] - n) * u * (1 - u)
+    dn = 1 - n * n
+    du = u * (1 - u) * (prev[0] - n)
     if mask is not None:
         dn *= mask
         du *= mask
-    return saved + (dn, du, hn * r * (1 - r))
+    return saved + (1 - u, dn, du, r * (1 - r) * hn)
 
 
 def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
@@ -346,11 +350,12 @@ def gru_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
         dh_next = parts_of(dh_next)
         return launch("gru_backward", len(dh_next), *dh_next, skip, g, *gate_views(gates, 3), hn, h_prev,
                       _flags(mask), *gate_views(delta, 3), delta_input, skip_out)
-    dn, du, dr = saved[2:]                            # from gru_prepare_backward, masked
+    one_minus_u, dn, du, dr = saved[2:]               # from gru_prepare_backward, masked
     r, u, _ = gate_views(gates, 3)
     d_r, d_z, d_hn = gate_views(delta, 3)
     dh = _gradient_in(dh_next, skip, g, mask, skip_out)
-    np.multiply(dh, dn, out=delta_input)
+    np.multiply(dh, one_minus_u, out=delta_input)
+    delta_input *= dn
     np.multiply(delta_input, r, out=d_hn)
     np.multiply(delta_input, dr, out=d_r)
     np.multiply(dh, du, out=d_z)
@@ -380,8 +385,8 @@ class Cell(NamedTuple):
 
     @property
     def bias_inside(self) -> bool:
-        """True for the GRU: b_hn is not folded into the input projection, and the input side's deltas differ
-        from the hidden side's in the n block."""
+        """True for the GRU: b_hh is added to the step's product, not folded into the input projection (b_hn
+        sits inside r (.)), and the input side's deltas differ from the hidden side's in the n block."""
         return self.name == "GRU"
 
 
