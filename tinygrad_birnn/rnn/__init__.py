@@ -15,9 +15,10 @@ implementations' former names, kept as aliases for one release.
 """
 from __future__ import annotations
 
-from .batched import batched_layer, split_k, StepProduct
-from .bptt import (bptt_layer, hidden_weight_grad, input_grads, lstm_layer_forward, rnn_layer_forward,
-                   gru_layer_forward)
+from . import batched, bptt, cells, lengths, steps
+from .batched import StepProduct, batched_layer, split_k
+from .bptt import (backward_loop, bptt_layer, forward_loop, gru_layer_forward, hidden_weight_grad, input_grads,
+                   layer_forward, layer_vjp, lstm_layer_forward, rnn_layer_forward)
 from .cells import autograd_layer, gru_cell, keep_where, lstm_cell, rnn_cell, run_direction
 from .lengths import check_lengths, lengths_mask
 from .steps import CELLS, GATE_COUNTS, KERNEL_SOURCES
@@ -46,4 +47,5 @@ def _schedule(T: int, d: int) -> list:
 __all__ = ["rnn_cell", "lstm_cell", "gru_cell", "run_direction", "keep_where", "autograd_layer", "bptt_layer",
            "batched_layer", "IMPLEMENTATIONS", "FORMER_NAMES", "check_lengths", "lengths_mask", "CELLS",
            "GATE_COUNTS", "KERNEL_SOURCES", "input_grads", "hidden_weight_grad", "step_order", "split_k",
-           "StepProduct", "rnn_layer_forward", "lstm_layer_forward", "gru_layer_forward"]
+           "StepProduct", "layer_forward", "layer_vjp", "forward_loop", "backward_loop", "rnn_layer_forward",
+           "lstm_layer_forward", "gru_layer_forward", "batched", "bptt", "cells", "lengths", "steps"]

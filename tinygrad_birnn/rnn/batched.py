@@ -6,7 +6,7 @@ than the arithmetic. Here step s of the forward chain (time s) and step s of the
 run together:
 
 * the input projections of every step come from one matmul (as in :mod:`.bptt`) and are copied once into
-  schedule order, pre2 indexed [s, b, d]: pre2[s, :, 0] belongs to time s, pre2[s, :, 1] to time T-1-s;
+  schedule order, indexed [s, b, d]: [s, :, 0] belongs to time s, [s, :, 1] to time T-1-s;
 * the states live in (T+1, B, D, H) buffers in the same order: step s reads [s] and writes [s + 1];
 * each step is ONE batched matmul over the directions, state (D, B, H) @ W_hh^T (D, H, G*H), and ONE call of
   the cell's step function (one kernel on a GPU) for both directions; backward likewise. dW_hh is one batched
@@ -93,12 +93,12 @@ def to_schedule(xp: Any, parts: Sequence[Any], dtype: Any) -> Any:
     return out
 
 
-def to_time_order(xp: Any, a2: Any, mask: Any = None) -> Any:
+def to_time_order(xp: Any, scheduled: Any, mask: Any = None) -> Any:
     """(T, B, D, K) in schedule order -> (T, B, D*K) in time order, [direction 0 || direction 1], times mask."""
-    T, B, D, K = a2.shape
-    out = xp.empty((T, B, D * K), dtype=a2.dtype)
+    T, B, D, K = scheduled.shape
+    out = xp.empty((T, B, D * K), dtype=scheduled.dtype)
     for d in range(D):
-        part = a2[:, :, d] if d == 0 else a2[::-1, :, d]
+        part = scheduled[:, :, d] if d == 0 else scheduled[::-1, :, d]
         if mask is None:
             out[:, :, d * K:(d + 1) * K] = part
         else:
@@ -115,14 +115,14 @@ def _schedule_mask(xp: Any, mask: Any, D: int) -> Any:
     return None if mask is None else by_step(to_schedule(xp, [mask] * D, bool))
 
 
-def _hidden_weight_grads(xp: Any, delta2: Any, h_before2: Any) -> list:
+def _hidden_weight_grads(xp: Any, deltas: Any, h_before: Any) -> list:
     """dW_hh[d] = sum_s delta_s[d]^T h_{s-1}[d], for both directions one (D, G*H, T*B) @ (D, T*B, H) matmul."""
-    T, B, D, _ = delta2.shape
+    T, B, D, _ = deltas.shape
 
     def per_direction(a: Any) -> Any:
         return xp.ascontiguousarray(a.transpose(2, 0, 1, 3)).reshape(D, T * B, a.shape[-1])
 
-    return list(matmul(per_direction(delta2).transpose(0, 2, 1), per_direction(h_before2)))
+    return list(matmul(per_direction(deltas).transpose(0, 2, 1), per_direction(h_before)))
 
 
 def _hidden_bias(xp: Any, w: list, dtype: Any) -> Any:
@@ -130,7 +130,7 @@ def _hidden_bias(xp: Any, w: list, dtype: Any) -> Any:
     return None if w[0][3] is None else xp.stack([wd[3] for wd in w]).astype(dtype, copy=False)[:, None, :]
 
 
-def _batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None,
+def batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None,
                      bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """All directions' chains at once, one step function call per step. Returns (output, *final states)."""
     spec = CELLS[cell]
@@ -148,14 +148,14 @@ def _batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", 
         by_step(buffer)[0] = start
         states.append(buffer)
     saved = [schedule_buffer(xp, (T, B, D, n * H), dtype) for n in spec.saved]
-    pre2 = to_schedule(xp, list(gate_views(pre, D)), dtype)
-    forward_loop(spec, product, by_step(pre2), _schedule_mask(xp, mask, D), [by_step(s) for s in states],
+    pre_scheduled = to_schedule(xp, list(gate_views(pre, D)), dtype)
+    forward_loop(spec, product, by_step(pre_scheduled), _schedule_mask(xp, mask, D), [by_step(s) for s in states],
                  [by_step(s) for s in saved], **cell_params(spec, nonlinearity, _hidden_bias(xp, w, dtype)))
     finals = [by_step(s)[T].copy() for s in states]
     return (to_time_order(xp, states[0][1:], mask), *finals), (states, saved, w_ih)
 
 
-def _batched_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
+def batched_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
                  mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """BPTT, all directions per step: delta_s = m dE/dh_s act'; dE/dh_{s-1} = delta_s W_hh + skip_s."""
     spec = CELLS[cell]
@@ -168,24 +168,24 @@ def _batched_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str
     GH = spec.gates * H
     w_hh = _stacked_hidden(xp, w, dtype, transpose=False)
     product = StepProduct(xp, w_hh, B, split_k(w_hh.shape[1], w_hh))
-    g2 = to_schedule(xp, list(gate_views(g_out, D)), dtype)
-    delta2 = schedule_buffer(xp, (T, B, D, GH), dtype, batch_major=product.split > 1)
-    dn2 = schedule_buffer(xp, (T, B, D, H), dtype) if spec.bias_inside else None
+    g_scheduled = to_schedule(xp, list(gate_views(g_out, D)), dtype)
+    deltas = schedule_buffer(xp, (T, B, D, GH), dtype, batch_major=product.split > 1)
+    n_deltas = schedule_buffer(xp, (T, B, D, H), dtype) if spec.bias_inside else None
     carries = [schedule_buffer(xp, (T + 1, B, D, H), dtype) for _ in range(spec.states)]
     by_step(carries[0])[T] = 0                       # skip: nothing bypasses W_hh after the last step
     for buffer, gk in zip(carries[1:], g_states[1:]):
         by_step(buffer)[T] = gk                      # dE/dc after the last step
-    through = backward_loop(spec, product, product.start(g_states[0]), by_step(g2), _schedule_mask(xp, mask, D),
-                            [by_step(s) for s in states], [by_step(s) for s in saved], by_step(delta2),
-                            None if dn2 is None else by_step(dn2), [by_step(c) for c in carries],
+    through = backward_loop(spec, product, product.start(g_states[0]), by_step(g_scheduled), _schedule_mask(xp, mask, D),
+                            [by_step(s) for s in states], [by_step(s) for s in saved], by_step(deltas),
+                            None if n_deltas is None else by_step(n_deltas), [by_step(c) for c in carries],
                             **cell_params(spec, nonlinearity, backward=True))
     dstates = [by_step(carries[0])[0] + sum(through)] + [by_step(c)[0].copy() for c in carries[1:]]
-    dw_hh = _hidden_weight_grads(xp, delta2, states[0][:-1])
+    dw_hh = _hidden_weight_grads(xp, deltas, states[0][:-1])
     if spec.bias_inside:
-        db_hh = list(delta2.sum(axis=(0, 1))) if bias else [None] * D
-        delta2 = delta2.copy()
-        delta2[..., 2 * H:] = dn2                    # the input side's n block; r and z are the same both sides
-    dx, dw_ih, db = input_grads(xp, x, to_time_order(xp, delta2), w_ih, w, needs_input_grad)
+        db_hh = list(deltas.sum(axis=(0, 1))) if bias else [None] * D
+        deltas = deltas.copy()
+        deltas[..., 2 * H:] = n_deltas                    # the input side's n block; r and z are the same both sides
+    dx, dw_ih, db = input_grads(xp, x, to_time_order(xp, deltas), w_ih, w, needs_input_grad)
     if not spec.bias_inside:
         db_hh = [None if b is None else b.copy() for b in db]
     return pack_grads(dx, dstates, dw_ih, dw_hh, db, db_hh, bias)
@@ -193,12 +193,12 @@ def _batched_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str
 
 def _register(cell: str, name: str, formula: str) -> None:
     def forward(x: Any, *args: Any, **params: Any) -> tuple:
-        return _batched_forward(x, *args, cell=cell, **params)
+        return batched_forward(x, *args, cell=cell, **params)
 
     def vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, **params: Any) -> tuple:
-        return _batched_vjp(g, ans, x, *args, res=res, cell=cell, **params)
+        return batched_vjp(g, ans, x, *args, res=res, cell=cell, **params)
 
-    forward.__doc__, vjp.__doc__ = _batched_forward.__doc__, _batched_vjp.__doc__
+    forward.__doc__, vjp.__doc__ = batched_forward.__doc__, batched_vjp.__doc__
     defprim(name, forward, vjp, formula, has_residuals=True)
 
 

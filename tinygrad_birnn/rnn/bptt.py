@@ -46,10 +46,10 @@ def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
 def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad: bool) -> tuple:
     """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db = sum dpre (one matmul each)."""
     T, B, I = x.shape
-    d2 = dpre.reshape(T * B, dpre.shape[-1])
-    dx = matmul(d2, w_ih).reshape(T, B, I) if needs_input_grad else None
-    dw_ih = matmul(d2.T, x.reshape(T * B, I))
-    db = d2.sum(axis=0) if w[0][2] is not None else None
+    flat = dpre.reshape(T * B, dpre.shape[-1])
+    dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
+    dw_ih = matmul(flat.T, x.reshape(T * B, I))
+    db = flat.sum(axis=0) if w[0][2] is not None else None
     rows = dw_ih.shape[0] // len(w)
     split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
     return dx, [dw_ih[s] for s in split], [None if db is None else db[s] for s in split]
@@ -136,7 +136,7 @@ def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bo
     return {}
 
 
-def _layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
+def layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
                    needs_input_grad: bool = True) -> tuple:
     """Each direction's chain over time, one step function per step. Returns (output, *final states)."""
     spec = CELLS[cell]
@@ -169,7 +169,7 @@ def _layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", ma
     return (out, *finals), (runs, w_ih)
 
 
-def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
+def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
                mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """BPTT: each direction's chain walked backwards, one backward step function per step."""
     spec = CELLS[cell]
@@ -213,39 +213,39 @@ def _layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, 
 def rnn_layer_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh", mask: Any = None,
                       bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) for each direction; act = tanh or relu."""
-    return _layer_forward(x, h0, *weights, cell="RNN", nonlinearity=nonlinearity, mask=mask, bias=bias)
+    return layer_forward(x, h0, *weights, cell="RNN", nonlinearity=nonlinearity, mask=mask, bias=bias)
 
 
 def rnn_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tuple, nonlinearity: str = "tanh",
                   mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """BPTT: delta_t = (dE/dh_t + delta_{t+1} W_hh) * act'(a_t), walked backwards along each direction."""
-    return _layer_vjp(g, ans, x, h0, *weights, res=res, cell="RNN", nonlinearity=nonlinearity, mask=mask,
+    return layer_vjp(g, ans, x, h0, *weights, res=res, cell="RNN", nonlinearity=nonlinearity, mask=mask,
                       bias=bias, needs_input_grad=needs_input_grad)
 
 
 def lstm_layer_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = None, bias: bool = True,
                        needs_input_grad: bool = True) -> tuple:
     """Gates (i, f, g, o) = (sig, sig, tanh, sig)(x W_ih^T + b_ih + h W_hh^T + b_hh); c = f c + i g; h = o tanh(c)."""
-    return _layer_forward(x, h0, c0, *weights, cell="LSTM", mask=mask, bias=bias)
+    return layer_forward(x, h0, c0, *weights, cell="LSTM", mask=mask, bias=bias)
 
 
 def lstm_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: Any, res: tuple, mask: Any = None,
                    bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """BPTT through h = o tanh(c), c = f c_prev + i g: the cell-state delta runs alongside the hidden one."""
-    return _layer_vjp(g, ans, x, h0, c0, *weights, res=res, cell="LSTM", mask=mask, bias=bias,
+    return layer_vjp(g, ans, x, h0, c0, *weights, res=res, cell="LSTM", mask=mask, bias=bias,
                       needs_input_grad=needs_input_grad)
 
 
 def gru_layer_forward(x: Any, h0: Any, *weights: Any, mask: Any = None, bias: bool = True,
                       needs_input_grad: bool = True) -> tuple:
     """r, z = sig(x W_i^T + b_i + h W_h^T + b_h); n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)); h = n + z (h - n)."""
-    return _layer_forward(x, h0, *weights, cell="GRU", mask=mask, bias=bias)
+    return layer_forward(x, h0, *weights, cell="GRU", mask=mask, bias=bias)
 
 
 def gru_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tuple, mask: Any = None,
                   bias: bool = True, needs_input_grad: bool = True) -> tuple:
     """BPTT through h = (1-z) n + z h_prev; the hidden side's n-delta is r * (the input side's)."""
-    return _layer_vjp(g, ans, x, h0, *weights, res=res, cell="GRU", mask=mask, bias=bias,
+    return layer_vjp(g, ans, x, h0, *weights, res=res, cell="GRU", mask=mask, bias=bias,
                       needs_input_grad=needs_input_grad)
 
 
