@@ -327,6 +327,16 @@ def test_a_layer_through_the_host_kernels_equals_fused(host_kernels, monkeypatch
     assert compare_impls(mode, nonlinearity, case) < 1e-10
 
 
+@pytest.mark.parametrize("mode,nonlinearity", MODES)
+@pytest.mark.parametrize("case", CASES[:4])
+def test_the_per_direction_layer_through_the_host_kernels_equals_autograd(host_kernels, monkeypatch, mode,
+                                                                           nonlinearity, case):
+    """impl="bptt" on a GPU runs the same kernels, one direction at a time (on reversed views for the backward
+    chain); the step-by-step layer does not use them, so it is the reference."""
+    route_to_host(monkeypatch, host_kernels)
+    assert compare_impls(mode, nonlinearity, case, ("autograd", "bptt")) < 1e-10
+
+
 # --- on a GPU (the cupy case; skipped where no GPU is usable) -----------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("masked", [False, True])

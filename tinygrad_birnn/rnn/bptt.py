@@ -22,6 +22,7 @@ import numpy as np
 from ..backend import matmul, xp_of
 from ..ops import PRIMITIVES, defprim
 from ..tensor import Tensor, apply
+from . import steps
 from .steps import CELLS, Cell
 
 
@@ -187,7 +188,7 @@ def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, n
         delta = xp.empty((T, B, GH), dtype=dtype) if spec.bias_inside else block
         carries = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
         carries[0][T] = 0                                # skip: nothing bypasses W_hh after the last step
-        if mask is None and xp is np and not spec.direct_path:
+        if mask is None and not steps.is_cupy_array(dpre) and not spec.direct_path:
             carries = (None,) + carries[1:]              # ... nor anywhere else, without padding
         for buffer, gk in zip(carries[1:], g_states[1:]):
             buffer[T] = gk[d]                            # dE/dc after the last step
