@@ -166,6 +166,7 @@ def main() -> None:
         results.append({"T": T, "B": B, "D": D, "H": H, "median_ms": med,
                         "min_ms": {p: float(np.min(v)) for p, v in times.items()},
                         "times_ms": times})
+        print(f"{(T, B, D, H)}: " + ", ".join(f"{p} {m:.2f} ms" for p, m in med.items()), flush=True)
 
     print(f"one training step (forward + backward + Adam), 1-layer bidirectional tanh RNN + linear readout "
           f"+ cross-entropy, float32, {args.threads} threads, median of {repeats} after {args.warmup} warm-up, "
