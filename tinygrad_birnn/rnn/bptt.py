@@ -84,10 +84,10 @@ def forward_loop(cell: Cell, product: Any, pre: Any, mask: Any, states: Sequence
     ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed by step, or None."""
     T = pre.shape[0]
     rows, kept = _rows(states, T + 1), _rows(saved, T)
-    masks = [None] * T if mask is None else mask
-    forward, h = cell.forward, states[0]
+    pres, masks, h = list(pre), [None] * T if mask is None else list(mask), list(states[0])  # views, made in C
+    forward = cell.forward
     for s in range(T):
-        forward(product(h[s]), pre[s], rows[s], masks[s], kept[s], rows[s + 1], **params)
+        forward(product(h[s]), pres[s], rows[s], masks[s], kept[s], rows[s + 1], **params)
 
 
 def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, states: Sequence, saved: Sequence,
@@ -100,13 +100,14 @@ def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, sta
     prepared = cell.prepare_backward(tuple(saved), tuple(s[:-1] for s in states), tuple(s[1:] for s in states),
                                      mask, **params)
     rows, kept, carry = _rows(states, T + 1), _rows(prepared, T), _rows(carries, T + 1)
-    masks = [None] * T if mask is None else mask
-    inputs = [None] * T if delta_input is None else delta_input
+    gs, deltas = list(g), list(delta)                   # views, made in C
+    masks = [None] * T if mask is None else list(mask)
+    inputs = [None] * T if delta_input is None else list(delta_input)
     backward, dh_next = cell.backward, dh_last
     for s in reversed(range(T)):
-        backward(dh_next, carry[s + 1], g[s], kept[s], rows[s], rows[s + 1], masks[s], delta[s], inputs[s],
+        backward(dh_next, carry[s + 1], gs[s], kept[s], rows[s], rows[s + 1], masks[s], deltas[s], inputs[s],
                  carry[s], **params)
-        dh_next = product(delta[s])
+        dh_next = product(deltas[s])
     return dh_next
 
 

@@ -213,7 +213,7 @@ def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tu
                       skip_out)
     (deriv,) = saved                                     # m act'(a), from rnn_prepare_backward
     if skip_out is None:                                 # no padding: skip is zero, dh is built in delta
-        _gradient_in(dh_next, skip, g, None, delta)
+        _add_parts(dh_next, g, delta)
         delta *= deriv
         return
     dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # built in skip_out, which keeps (1 - m) dh at the end
