@@ -1,5 +1,5 @@
 """One training step of a 1-layer bidirectional RNN (tanh) or LSTM + linear readout + cross-entropy, float32:
-the library on NumPy and on CuPy (each implementation: ``fused``, ``batched``, and ``graph``: the batched step
+the library on NumPy and on CuPy (each implementation: ``bptt``, ``bptt_batched``, and ``graph``: the batched step
 captured once as a CUDA graph and replayed, :mod:`tinygrad_birnn.cuda_graph`) against PyTorch on the CPU and on
 CUDA (cuDNN, FP32 and TF32), side by side.
 
@@ -58,7 +58,8 @@ def library_step(size: str, cell: str, name: str, impl: str):
     tg.manual_seed(0)
     T, B, D, H = SIZES[size]
     x_host, y_host = data(size)
-    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(D, H, bidirectional=True, impl="batched" if impl == "graph" else impl)
+    layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](
+        D, H, bidirectional=True, impl="bptt_batched" if impl == "graph" else impl)
     readout = nn.Linear(2 * H, N_CLASSES)
     params = list(layer.parameters()) + list(readout.parameters())
     opt = optim.Adam(params, lr=1e-3)
@@ -86,7 +87,7 @@ def torch_step(size: str, cell: str, device: str, tf32: bool = False):
     torch.manual_seed(0)
     T, B, D, H = SIZES[size]
     x_host, y_host = data(size)
-    layer = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(D, H, bidirectional=True).to(device)
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](D, H, bidirectional=True).to(device)
     readout = torch.nn.Linear(2 * H, N_CLASSES).to(device)
     opt = torch.optim.Adam(list(layer.parameters()) + list(readout.parameters()), lr=1e-3)
     x = torch.from_numpy(x_host).to(device)
@@ -134,9 +135,9 @@ def peers(args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm"])
-    parser.add_argument("--impls", nargs="+", default=["fused", "batched", "graph"],
-                        choices=["fused", "batched", "graph", "steps"],
+    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm", "gru"])
+    parser.add_argument("--impls", nargs="+", default=["bptt", "bptt_batched", "graph"],
+                        choices=["bptt", "bptt_batched", "graph", "autograd"],
                         help="the library's implementations to time (impl= of its layers)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)

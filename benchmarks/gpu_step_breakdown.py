@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tinygrad_birnn as tg  # noqa: E402
-from tinygrad_birnn import backend, cuda_graph, fast_rnn, nn, optim  # noqa: E402
+from tinygrad_birnn import backend, cuda_graph, nn, optim  # noqa: E402
+from tinygrad_birnn.rnn import steps  # noqa: E402
 from tinygrad_birnn import functional as F  # noqa: E402
 
 SIZES = {"S": (32, 32, 32, 64), "M": (64, 64, 64, 128), "L": (128, 128, 128, 256), "XL": (256, 256, 256, 1024)}
@@ -60,7 +61,7 @@ def step_ms(cp, size: str, cell: str, part: str) -> float:
     T, B, D, H = SIZES[size]
     tg.manual_seed(0)
     rng = np.random.default_rng(0)
-    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(D, H, bidirectional=True, impl="batched")
+    layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](D, H, bidirectional=True, impl="bptt_batched")
     readout = nn.Linear(2 * H, 16)
     opt = optim.Adam(list(layer.parameters()) + list(readout.parameters()), lr=1e-3)
     x = tg.Tensor(rng.standard_normal((T, B, D)).astype(np.float32))
@@ -96,7 +97,7 @@ def step_ms(cp, size: str, cell: str, part: str) -> float:
 def recurrence_parts(cp, size: str, cell: str) -> dict:
     """ms for T launches of each variant of the recurrent product, and of the cell kernel."""
     T, B, _, H = SIZES[size]
-    D, GH = 2, (4 if cell == "lstm" else 1) * H
+    D, GH = 2, {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
     f32 = np.float32
     stream = cp.cuda.Stream(non_blocking=True)
     blas = cuda_graph.Cublas(stream)
@@ -119,9 +120,12 @@ def recurrence_parts(cp, size: str, cell: str) -> dict:
     if cell == "lstm":
         c, tanh_c, gates = cp.zeros((D, B, H), f32), cp.empty((D, B, H), f32), cp.empty((D, B, GH), f32)
         c2 = cp.empty((D, B, H), f32)
-        kernel = lambda: fast_rnn.lstm_cell_forward(z, pre, c, h, None, gates, tanh_c, c2, new)  # noqa: E731
+        kernel = lambda: steps.lstm_step_forward(z, pre, (h, c), None, (gates, tanh_c), (new, c2))  # noqa: E731
+    elif cell == "gru":
+        gates, hn = cp.empty((D, B, GH), f32), cp.empty((D, B, H), f32)
+        kernel = lambda: steps.gru_step_forward(z, pre, (h,), None, (gates, hn), (new,))  # noqa: E731
     else:
-        kernel = lambda: fast_rnn.rnn_cell_forward(z, pre, h, None, new)  # noqa: E731
+        kernel = lambda: steps.rnn_step_forward(z, pre, (h,), None, (), (new,))  # noqa: E731
     out["cell kernel"] = replay_ms(cp, stream, lambda: [kernel() for _ in range(T)])
     blas.close()
     return out
@@ -130,7 +134,7 @@ def recurrence_parts(cp, size: str, cell: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm"])
+    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"], choices=["rnn", "lstm", "gru"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if not backend.gpu_available():

@@ -52,7 +52,7 @@ def test_lengths_to_mask():
     np.testing.assert_array_equal(lengths_to_mask(np.array([2, 3, 1]), max_len=5, batch_first=True),
                                   np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]))
     assert lengths_to_mask([1], dtype=np.float64).dtype == np.float64
-    with pytest.raises(ValueError, match="lengths must be <= max_len=2; got 3"):
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, max_len=2\]; got values from 3 to 3"):
         lengths_to_mask([3], max_len=2)
     with pytest.raises(ValueError, match=">= 0"):
         lengths_to_mask([-1])

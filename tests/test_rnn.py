@@ -456,3 +456,51 @@ def test_same_results_on_every_backend(xp_backend, mode, nonlinearity, impl):
     f32 = make(mode, nonlinearity, 3, 4, bidirectional=True, impl=impl)  # float32 on this backend
     out32, _ = f32(tg.Tensor(x.astype(np.float32)), lengths=lengths)
     assert out32.dtype == np.float32 and out32.device == name
+
+
+# --- the house: examples that run, imports that flow one way -------------------------------------------------
+def test_docstring_examples_run():
+    import doctest
+
+    from tinygrad_birnn.nn import recurrent
+    globs = {"nn": nn, "Tensor": tg.Tensor, "np": np}
+    failures, tried = doctest.testmod(recurrent, globs=globs, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried >= 18 and failures == 0
+    for cls in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell):
+        doc = cls.__doc__
+        assert "Args:" in doc and "Inputs:" in doc and "Outputs:" in doc and "Example:" in doc, cls.__name__
+
+
+def test_the_recurrent_package_imports_downwards_and_no_private_names():
+    """tinygrad_birnn/rnn/ never imports the modules (nn), data or optim; no module takes another's private names."""
+    import ast
+    from pathlib import Path
+
+    root = Path(tg.__file__).parent
+    files = sorted((root / "rnn").glob("*.py")) + [root / "nn" / "recurrent.py", root / "data.py", root / "fast_rnn.py"]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names]
+                assert not [n for n in names if n.startswith("_")], (path.name, node.module, names)
+                if path.parent.name == "rnn":
+                    module = (node.module or "").split(".")[0]
+                    assert module not in ("nn", "data", "optim", "cuda_graph"), (path.name, node.module)
+
+
+def test_former_names_still_work():
+    """The implementations' and helpers' former names, kept for one release, are the new ones."""
+    assert rnn.IMPLEMENTATIONS["fused"] is rnn.bptt_layer and rnn.IMPLEMENTATIONS["steps"] is rnn.autograd_layer
+    assert rnn.IMPLEMENTATIONS["batched"] is rnn.batched_layer and rnn.fused_layer is rnn.bptt_layer
+    assert rnn.steps_layer is rnn.autograd_layer and rnn.GATES == {"RNN": 1, "LSTM": 4, "GRU": 3}
+    assert tg.fast_rnn.batched_layer is rnn.batched_layer and tg.fast_rnn.KERNEL_SOURCES is rnn.KERNEL_SOURCES
+    x = tg.Tensor(np.random.default_rng(0).standard_normal((4, 2, 3)))
+    outs = {}
+    for impl in ("fused", "bptt", "steps", "autograd", "batched", "bptt_batched"):
+        tg.manual_seed(0)
+        layer = nn.GRU(3, 5, bidirectional=True, impl=impl).double()
+        assert layer.impl == impl and f"impl={impl!r}" in repr(layer)
+        outs[impl] = layer(x, lengths=[4, 2])[0].numpy()
+    for impl, out in outs.items():
+        np.testing.assert_allclose(out, outs["bptt"], rtol=1e-12, atol=1e-14, err_msg=impl)
+    assert rnn.step_order(3, 0) == [0, 1, 2] and rnn.step_order(3, 1) == [2, 1, 0]

@@ -1,9 +1,12 @@
-"""The recurrent layers against PyTorch in float64: outputs, final states and every gradient (input, initial
-states, each parameter), for both implementations, with two mutations that show the comparison bites."""
+"""The recurrent layers against PyTorch: outputs, final states and every gradient (input, initial states, each
+parameter), for every implementation, in float64 on fixed cases and on hypothesis-drawn ones (T = 1, B = 0 and 1,
+unbatched, float32 too), the errors raised for bad sizes, and two mutations that show the comparison bites."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import tinygrad_birnn as tg
 from tinygrad_birnn import nn
@@ -27,14 +30,35 @@ VARIANTS = [  # (num_layers, batch_first, bias, hx given, lengths)
 
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size == 0:  # an empty array equals an empty array of its shape
+        return 0.0 if a.shape == b.shape else float("inf")
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def build(mode, nonlinearity, impl="fused", **kwargs):
-    """Our layer (float64) and PyTorch's, holding the same weights."""
+IMPLS = ["bptt", "autograd", "bptt_batched"]
+
+
+def _unstack_of_one_is_wrong() -> bool:
+    """True with an engine whose unstack of a length-1 axis gives a wrong gradient shape (fixed in the engine's
+    own change); the step-by-step layer at T = 1 depends on it, so those cases wait for that fix."""
+    x = tg.Tensor(np.ones((1, 2, 3)), requires_grad=True)
+    tg.unstack(x)[0].sum().backward()
+    return x.grad.shape != x.shape
+
+
+UNSTACK_OF_ONE_WRONG = _unstack_of_one_is_wrong()
+
+
+def waits_for_the_engine(case) -> bool:
+    return UNSTACK_OF_ONE_WRONG and case["impl"] == "autograd" and case["T"] == 1
+
+
+def build(mode, nonlinearity, impl="bptt", input_size=I, hidden_size=H, dtype=np.float64, **kwargs):
+    """Our layer and PyTorch's, holding the same weights."""
     extra = {"nonlinearity": nonlinearity} if mode == "RNN" else {}
-    ours = getattr(nn, mode)(I, H, impl=impl, **extra, **kwargs).double()
-    theirs = getattr(torch.nn, mode)(I, H, **extra, **kwargs).double()
+    ours = getattr(nn, mode)(input_size, hidden_size, impl=impl, **extra, **kwargs).to(dtype)
+    theirs = getattr(torch.nn, mode)(input_size, hidden_size, **extra, **kwargs).to(
+        torch.float64 if dtype == np.float64 else torch.float32)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     return ours, theirs
 
@@ -89,7 +113,7 @@ def compare(mode, nonlinearity, impl, layers, bidirectional, batch_first, bias, 
     return errors
 
 
-@pytest.mark.parametrize("impl", ["fused", "steps", "batched"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("mode,nonlinearity", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
 @pytest.mark.parametrize("layers,batch_first,bias,given_hx,lengths", VARIANTS)
@@ -141,8 +165,107 @@ def test_state_dict_to_pytorch_and_back(mode):
     np.testing.assert_allclose(back(tg.Tensor(x))[0].numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+# --- drawn cases: edge sizes, every option, both float types -------------------------------------------------
+@st.composite
+def layer_cases(draw):
+    """A layer configuration and input sizes: T from 1, B from 0 (or an unbatched input), 1-2 layers, every flag."""
+    mode, nonlinearity = draw(st.sampled_from(CELLS))
+    case = dict(mode=mode, nonlinearity=nonlinearity, impl=draw(st.sampled_from(IMPLS)),
+                T=draw(st.integers(1, 4)), B=draw(st.integers(0, 3)), I=draw(st.integers(1, 3)),
+                H=draw(st.integers(1, 3)), layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+                batch_first=draw(st.booleans()), bias=draw(st.booleans()), given_hx=draw(st.booleans()),
+                dtype=draw(st.sampled_from([np.float64, np.float32])), seed=draw(st.integers(0, 2 ** 16)))
+    case["unbatched"] = case["B"] == 1 and draw(st.booleans())
+    case["lengths"] = None
+    if case["B"] > 0 and not case["unbatched"] and draw(st.booleans()):
+        case["lengths"] = draw(st.lists(st.integers(1, case["T"]), min_size=case["B"], max_size=case["B"]))
+    return case
+
+
+def run_drawn(case):
+    """Errors (relative to the largest magnitude) of our outputs, states and gradients against PyTorch's."""
+    c = case
+    ours, theirs = build(c["mode"], c["nonlinearity"], c["impl"], c["I"], c["H"], c["dtype"],
+                         num_layers=c["layers"], bidirectional=c["bidirectional"], batch_first=c["batch_first"],
+                         bias=c["bias"])
+    rng = np.random.default_rng(c["seed"])
+    LD = c["layers"] * (2 if c["bidirectional"] else 1)
+    x_shape = (c["T"], c["I"]) if c["unbatched"] else (c["B"], c["T"], c["I"]) if c["batch_first"] else \
+        (c["T"], c["B"], c["I"])
+    h_shape = (LD, c["H"]) if c["unbatched"] else (LD, c["B"], c["H"])
+    x = rng.standard_normal(x_shape).astype(c["dtype"])
+    hx = [rng.standard_normal(h_shape).astype(c["dtype"]) for _ in range(2 if c["mode"] == "LSTM" else 1)] \
+        if c["given_hx"] else []
+    pack = lambda hs: None if not hs else tuple(hs) if c["mode"] == "LSTM" else hs[0]  # noqa: E731
+    x_t, hx_t = torch.tensor(x, requires_grad=True), [torch.tensor(h, requires_grad=True) for h in hx]
+    out_t, state_t = torch_forward(theirs, x_t, pack(hx_t), c["lengths"], c["batch_first"])
+    x_o, hx_o = tg.Tensor(x, requires_grad=True), [tg.Tensor(h, requires_grad=True) for h in hx]
+    out_o, state_o = ours(x_o, pack(hx_o), lengths=c["lengths"])
+    outs_t, outs_o = [out_t] + as_list(state_t), [out_o] + as_list(state_o)
+    errors = {}
+    for i, (a, b) in enumerate(zip(outs_o, outs_t)):
+        assert a.shape == tuple(b.shape) and a.dtype == c["dtype"], (i, a.shape, b.shape, a.dtype)
+        errors[f"value {i}"] = rel_err(a.numpy(), b.detach().numpy())
+    cotangents = [rng.standard_normal(tuple(o.shape)).astype(c["dtype"]) for o in outs_t]
+    torch.autograd.backward(outs_t, [torch.from_numpy(g) for g in cotangents])
+    sum((o * tg.Tensor(g)).sum() for o, g in zip(outs_o, cotangents)).backward()
+    pairs = [("x", x_o, x_t)] + [(f"hx{i}", a, b) for i, (a, b) in enumerate(zip(hx_o, hx_t))]
+    theirs_params = dict(theirs.named_parameters())
+    pairs += [(name, p, theirs_params[name]) for name, p in ours.named_parameters()]
+    assert len(pairs) == 1 + len(hx) + len(theirs_params)
+    for name, a, b in pairs:
+        expected = np.zeros(b.shape) if b.grad is None else b.grad.numpy()
+        assert a.grad is not None and a.grad.shape == expected.shape, name
+        errors[f"grad {name}"] = rel_err(a.grad.numpy(), expected)
+    return errors
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer_cases())
+def test_drawn_layers_equal_pytorch(case):
+    assume(not waits_for_the_engine(case))
+    errors = run_drawn(case)
+    worst = max(errors, key=errors.get)
+    bound = 1e-9 if case["dtype"] == np.float64 else 2e-4
+    assert errors[worst] < bound, f"{worst}: relative error {errors[worst]:.3g} in {case}"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode,nonlinearity", CELLS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("T,B,unbatched", [(1, 0, False), (1, 1, False), (1, 1, True), (3, 0, False), (1, 3, False)])
+def test_edge_sizes_equal_pytorch(mode, nonlinearity, impl, T, B, unbatched):
+    """T = 1, B = 0 (an empty output, zero gradients) and B = 1, batched and not, each for every cell."""
+    case = dict(mode=mode, nonlinearity=nonlinearity, impl=impl, T=T, B=B, I=2, H=3, layers=2, bidirectional=True,
+                batch_first=False, bias=True, given_hx=True, dtype=np.float64, seed=0, unbatched=unbatched,
+                lengths=None)
+    if waits_for_the_engine(case):
+        pytest.skip("the engine's unstack of length 1 gives a wrong gradient shape here")
+    errors = run_drawn(case)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-9, f"{worst}: relative error {errors[worst]:.3g}"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_bad_sizes_raise_where_pytorch_raises(mode, impl):
+    """T = 0 raises (PyTorch: RuntimeError; here ValueError, naming the shape); so do lengths of 0, as PyTorch's
+    pack_padded_sequence does. A batch of 0 sequences does not raise."""
+    ours, theirs = build(mode, "tanh" if mode == "RNN" else None, impl, bidirectional=True)
+    for shape in [(0, 2, I), (0, I)]:
+        with pytest.raises(RuntimeError):
+            theirs(torch.zeros(shape, dtype=torch.float64))
+        with pytest.raises(ValueError, match=r"sequence length T >= 1; got input of shape \(0, "):
+            ours(tg.Tensor(np.zeros(shape)))
+    with pytest.raises(RuntimeError, match="greater than 0"):
+        pack_padded_sequence(torch.zeros(3, 2, I), torch.tensor([0, 2]), enforce_sorted=False)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, T=3\]; got values from 0 to 2"):
+        ours(tg.Tensor(np.zeros((3, 2, I))), lengths=[0, 2])
+    out, _ = ours(tg.Tensor(np.zeros((3, 0, I))))
+    assert out.shape == tuple(theirs(torch.zeros(3, 0, I, dtype=torch.float64))[0].shape) == (3, 0, 2 * H)
+
+
 # --- mutations: the comparison must notice each of these mistakes ---------------------------------------------
-@pytest.mark.parametrize("impl", ["fused", "steps"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode,first,second", [("LSTM", 0, 1), ("GRU", 0, 1)], ids=["lstm_i_f", "gru_r_z"])
 def test_mutation_wrong_gate_order_is_caught(mode, first, second, impl):
     ours, theirs = build(mode, None, impl, bidirectional=True)

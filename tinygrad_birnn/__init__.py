@@ -1,5 +1,5 @@
 """tinygrad_birnn: a small autograd engine on NumPy/CuPy and the recurrent networks built on it."""
-from . import backend, functional, gradcheck as _gradcheck_module, nn, ops, optim, rnn, data  # noqa: F401
+from . import backend, functional, gradcheck as _gradcheck_module, nn, ops, optim, rnn, data, fast_rnn  # noqa: F401
 from .backend import get_backend, gpu_available, manual_seed, set_backend, to_numpy
 from .gradcheck import GradcheckError, gradcheck
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

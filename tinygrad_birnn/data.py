@@ -1,7 +1,8 @@
 """Batches of variable-length sequences: padding, lengths, masks, a masked loss and a seeded batch iterator.
 
 Everything here returns host (NumPy) arrays; ``Tensor(array)`` moves them to the current backend. The time
-axis comes first unless ``batch_first=True``, as in PyTorch and the recurrent layers of :mod:`tinygrad_birnn.rnn`.
+axis comes first unless ``batch_first=True``, as in PyTorch and the recurrent layers of :mod:`tinygrad_birnn.nn`.
+The lengths check and the mask builder are those of the layers, :mod:`tinygrad_birnn.rnn.lengths`.
 """
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from . import backend
 from . import functional as F
+from .backend import to_numpy
+from .rnn.lengths import check_lengths, lengths_mask
 from .tensor import Tensor
 
 
 def _host(a: Any) -> np.ndarray:
-    if isinstance(a, Tensor):
-        return a.numpy()
-    if backend.is_cupy_array(a):
-        return a.get()
-    return np.asarray(a)
+    """A host copy of an array, a Tensor or a list."""
+    return to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
 def pad_sequences(sequences: Sequence[Any], batch_first: bool = False, padding_value: float = 0.0,
@@ -51,26 +50,12 @@ def pad_sequences(sequences: Sequence[Any], batch_first: bool = False, padding_v
     return (padded if batch_first else np.ascontiguousarray(np.swapaxes(padded, 0, 1))), lengths
 
 
-def _check_lengths(lengths: Any, max_len: int | None = None) -> np.ndarray:
-    arr = _host(lengths)
-    if arr.ndim != 1:
-        raise ValueError(f"lengths must be a 1-D sequence of integers, one per sequence; got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"lengths must be integers; got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"lengths must be >= 0; got {arr.min()}")
-    if max_len is not None and arr.size and arr.max() > max_len:
-        raise ValueError(f"lengths must be <= max_len={max_len}; got {arr.max()}")
-    return arr
-
-
 def lengths_to_mask(lengths: Any, max_len: int | None = None, batch_first: bool = False,
                     dtype: Any = np.float32) -> np.ndarray:
     """mask[t, b] = 1.0 if t < lengths[b] else 0.0, shape (T, B) ((B, T) with batch_first); T = max_len or max(lengths)."""
-    arr = _check_lengths(lengths, max_len)
+    arr = check_lengths(lengths, longest=max_len)
     T = int(arr.max()) if max_len is None else int(max_len)
-    mask = (np.arange(T)[:, None] < arr[None, :]).astype(dtype)
+    mask = lengths_mask(arr, T, np, shortest=0)[:, :, 0].astype(dtype)
     return mask.T.copy() if batch_first else mask
 
 
@@ -85,9 +70,7 @@ def sequence_cross_entropy(logits: Tensor, targets: Any, lengths: Any, batch_fir
         raise ValueError(f"sequence_cross_entropy: logits must have shape ({'B, T' if batch_first else 'T, B'}, C); "
                          f"got {logits.shape}")
     T, B = (logits.shape[1], logits.shape[0]) if batch_first else (logits.shape[0], logits.shape[1])
-    arr = _check_lengths(lengths, T)
-    if arr.shape[0] != B:
-        raise ValueError(f"sequence_cross_entropy: lengths has {arr.shape[0]} entries, expected {B} (the batch size)")
+    arr = check_lengths(lengths, B, T)
     mask = lengths_to_mask(arr, T, batch_first, dtype=np.float64 if logits.dtype == np.float64 else np.float32)
     return F.cross_entropy(logits, targets, mask=mask, reduction=reduction)
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import backend
 from .backend import xp_of
 from .functions import where
-from .tensor import Tensor
+from .tensor import Tensor, as_tensor
 
 
 def _as_tensor(x: Any) -> Tensor:
@@ -54,8 +54,8 @@ def _reduce(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
         # nothing counted (all padding): the loss is nan, as PyTorch's, but its gradient is 0, not 0/0
         xp = xp_of(weight.data)
         count = weight.data.sum()
-        safe = Tensor._make(xp.where(count == 0, 1, count).astype(loss.dtype), False, None)
-        offset = Tensor._make(xp.where(count == 0, np.nan, 0).astype(loss.dtype), False, None)
+        safe = as_tensor(xp.where(count == 0, 1, count).astype(loss.dtype))
+        offset = as_tensor(xp.where(count == 0, np.nan, 0).astype(loss.dtype))
         return (loss * weight).sum() / safe + offset
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
 
@@ -66,7 +66,7 @@ def _check_mask(mask: Any, shape: tuple, what: str) -> Tensor | None:
     m = _as_tensor(mask)
     if m.shape != shape:
         raise ValueError(f"{what}: mask has shape {m.shape}, expected {shape} (one weight per target)")
-    return Tensor._make(m.data.astype(np.float64 if m.dtype == np.float64 else np.float32), False, None)
+    return as_tensor(m.data.astype(np.float64 if m.dtype == np.float64 else np.float32))
 
 
 def cross_entropy(logits: Tensor, targets: Any, mask: Any = None, reduction: str = "mean",
@@ -100,7 +100,7 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None, reduction: str
             targets, ignored = backend.to_backend(targets, "cupy"), backend.to_backend(ignored, "cupy")
     weight = _check_mask(mask, tuple(targets.shape), "cross_entropy")
     if bool(ignored.any()) if isinstance(ignored, np.ndarray) else True:
-        keep = Tensor._make((~ignored).astype(logits.dtype), False, None)
+        keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)
     flat = log_softmax(logits, axis=-1).reshape(-1, n_classes)
@@ -126,4 +126,4 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     if not training or p == 0.0:
         return x
     keep = (backend.uniform_like(x.data) >= p).astype(x.dtype) / (1.0 - p)
-    return x * Tensor._make(keep, False, None)
+    return x * as_tensor(keep)

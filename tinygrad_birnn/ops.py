@@ -134,7 +134,6 @@ def sigmoid(x: Any) -> Any:
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-_sigmoid = sigmoid
 defprim("sigmoid", sigmoid, lambda g, ans, x: (g * ans * (1 - ans),), "d sigmoid(x) = g*ans*(1-ans)")
 # maximum, not x*(x>0): that gives nan at -inf and -0.0 for negative x
 defprim("relu", lambda x: xp_of(x).maximum(x, 0), lambda g, ans, x: (g * (x > 0),), "d relu(x) = g*[x>0]")

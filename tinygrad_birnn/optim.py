@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .backend import xp_of
-from .tensor import Tensor
+from .tensor import Tensor, as_tensor
 
 
 def _check_hyper(name: str, value: Any, low: float = 0.0, high: float | None = None,
@@ -157,13 +157,13 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
         raise ValueError(f"max_norm must be >= 0; got {max_norm}")
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:  # as PyTorch: nothing to clip, the norm is 0
-        return Tensor._make(np.zeros((), np.float32), False, None)
+        return as_tensor(np.zeros((), np.float32))
     xp = xp_of(*grads)
     total = xp.sqrt(sum((g.astype(xp.float64) ** 2).sum() for g in grads))
     scale = xp.minimum(max_norm / (total + 1e-6), 1.0)
     for g in grads:
         g *= scale.astype(g.dtype)
-    return Tensor._make(total, False, None)
+    return as_tensor(total)
 
 
 _ADAM_SOURCE = (

@@ -33,10 +33,10 @@ python3 -c "import xdist" 2>/dev/null && xdist="-n ${GPU_CHECK_WORKERS:-8}"
 bench=0
 if [ "${1:-}" != "--no-bench" ]; then
   echo "== benchmark =="
-  timeout 220 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
+  timeout 300 python3 benchmarks/bench_gpu_rnn.py --repeats 10 --cpu-max M --cells rnn lstm gru --json "$out/bench_gpu.json" 2>&1 | tee "$out/bench.log"
   bench=${PIPESTATUS[0]}
   echo "== inside one captured step =="
-  timeout 120 python3 benchmarks/gpu_step_breakdown.py --json "$out/gpu_breakdown.json" 2>&1 | tee "$out/breakdown.log"
+  timeout 180 python3 benchmarks/gpu_step_breakdown.py --json "$out/gpu_breakdown.json" 2>&1 | tee "$out/breakdown.log"
   [ "${PIPESTATUS[0]}" = 0 ] || bench=1
 else
   echo "benchmark skipped (--no-bench)" > "$out/bench.log"
@@ -63,7 +63,7 @@ notebooks=${PIPESTATUS[0]}
   echo "unit tests: exit $unit | $(grep -E '[0-9]+ (passed|failed)' "$out/unit.log" | tail -1)"
   echo "notebooks:  exit $notebooks | $(grep -E '[0-9]+ (passed|failed)' "$out/notebooks.log" | tail -1)"
   echo "benchmark:  exit $bench"
-  grep -E '^(RNN|LSTM) |^  ' "$out/bench.log" || true
+  grep -E '^(RNN|LSTM|GRU) |^  ' "$out/bench.log" || true
   [ -f "$out/breakdown.log" ] && grep -A7 '^RNN L ' "$out/breakdown.log"
   grep -E '^(FAILED|ERROR)' "$out/unit.log" "$out/notebooks.log" | head -40 || true
 } | tee "$out/summary.txt"

@@ -328,4 +328,4 @@ def load(path: Any) -> "OrderedDict[str, np.ndarray]":
         return OrderedDict((k, f[k]) for k in f.files)
 
 
-from ..rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: E402,F401 (builds on Module)

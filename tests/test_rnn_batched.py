@@ -1,7 +1,8 @@
-"""The batched layer (``impl="batched"``, tinygrad_birnn/fast_rnn.py): equal to the fused layer, gradient-checked,
-and its CuPy kernels checked three ways.
+"""The batched layer (``impl="bptt_batched"``, tinygrad_birnn/rnn/batched.py) and the step functions of
+tinygrad_birnn/rnn/steps.py: equal to the per-direction layer, gradient-checked, and the CuPy kernels checked three ways.
 
-* On the CPU the batched layer runs its NumPy cell functions; it must equal the fused layer to 1e-10 in float64.
+* On the CPU the batched layer runs the NumPy step functions; it must equal the per-direction layer (``"bptt"``)
+  to 1e-10 in float64.
 * The kernels' exact CUDA bodies are compiled for the host with the C++ compiler (where one is installed) and
   run in place of CuPy: each cell's kernel path then equals its NumPy twin, and a whole layer running through
   the kernel path equals the fused layer. This checks the formulas and the argument passing without a GPU.
@@ -21,6 +22,7 @@ import pytest
 
 import tinygrad_birnn as tg
 from tinygrad_birnn import backend, fast_rnn, nn, rnn
+from tinygrad_birnn.rnn import batched, steps
 from tinygrad_birnn.tensor import _topological_order
 
 MODES = [("RNN", "tanh"), ("RNN", "relu"), ("LSTM", None), ("GRU", None)]
@@ -82,7 +84,7 @@ def compare_impls(mode, nonlinearity, case, impls=("fused", "batched"), dtype=np
 def force_split(patch, n):
     """Make every step's product split its inner dimension into n pieces (or the most that divide it), as on a
     GPU at large sizes, whatever the backend and size."""
-    patch.setattr(fast_rnn, "split_k", lambda inner, a: next(s for s in (n, 2, 1) if inner % s == 0))
+    patch.setattr(batched, "split_k", lambda inner, a: next(s for s in (n, 2, 1) if inner % s == 0))
 
 
 # --- on the CPU: the batched layer equals the fused one ------------------------------------------------------
@@ -93,7 +95,7 @@ def test_batched_equals_fused_in_float64(mode, nonlinearity, case):
 
 
 @pytest.mark.parametrize("split", [2, 4])
-@pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
+@pytest.mark.parametrize("mode,nonlinearity", MODES)
 @pytest.mark.parametrize("case", CASES[1:3])
 def test_batched_with_split_products_equals_fused(monkeypatch, split, mode, nonlinearity, case):
     force_split(monkeypatch, split)
@@ -101,14 +103,14 @@ def test_batched_with_split_products_equals_fused(monkeypatch, split, mode, nonl
 
 
 def test_split_k_cuts_only_routed_gpu_products_with_room(monkeypatch):
-    assert fast_rnn.split_k(256, np.ones(1)) == 1                     # NumPy: never
-    monkeypatch.setattr(fast_rnn, "is_cupy_array", lambda a: True)   # CuPy arrays ...
-    assert fast_rnn.split_k(256, None) == 1                           # ... with CuPy's own matmul: never
+    assert batched.split_k(256, np.ones(1)) == 1                     # NumPy: never
+    monkeypatch.setattr(batched, "is_cupy_array", lambda a: True)    # CuPy arrays ...
+    assert batched.split_k(256, None) == 1                           # ... with CuPy's own matmul: never
     monkeypatch.setattr(backend, "_capture", types.SimpleNamespace(capturing=False))  # our cuBLAS handle
-    assert [fast_rnn.split_k(k, None) for k in (1024, 64, 32, 24)] == [4, 4, 2, 1]
-    product = fast_rnn.StepProduct(np, np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3), batch=5, split=4)
+    assert [batched.split_k(k, None) for k in (1024, 64, 32, 24)] == [4, 4, 2, 1]
+    product = batched.StepProduct(np, np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3), batch=5, split=4)
     state = np.random.default_rng(0).standard_normal((5, 2, 8))        # (B, D, K), batch-major
-    parts = product(state)
+    parts = product(state.swapaxes(0, 1))                              # given as the step's (D, B, K) view
     assert len(parts) == 4 and parts[0].shape == (2, 5, 3)
     expected = np.matmul(state.swapaxes(0, 1), np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3))
     np.testing.assert_allclose(sum(parts), expected, rtol=1e-12)
@@ -138,7 +140,7 @@ def gradcheck_layer(mode, D, bias, lengths, nonlinearity="tanh", T=3, B=2, I=2, 
         states, weights = rest[:n_states], rest[n_states:]
         hx = tuple(states) if mode == "LSTM" else states[0]
         groups = [weights[d * per_dir:(d + 1) * per_dir] for d in range(D)]
-        out, state = fast_rnn.batched_layer(mode, x, hx, groups, mask, nonlinearity)
+        out, state = batched.batched_layer(mode, x, hx, groups, mask, nonlinearity)
         flat = [out] + (list(state) if isinstance(state, tuple) else [state])
         return tg.concatenate([t.reshape(-1) for t in flat])
 
@@ -161,9 +163,20 @@ def test_gradcheck_lstm_layer_batched(D, bias, lengths):
     gradcheck_layer("LSTM", D, bias, lengths)
 
 
-# --- the kernels: random inputs for each cell function -----------------------------------------------------------
+@pytest.mark.primitive("gru_layer_batched")
+@pytest.mark.parametrize("D,bias,lengths", GRAD_CASES)
+def test_gradcheck_gru_layer_batched(D, bias, lengths):
+    gradcheck_layer("GRU", D, bias, lengths)
+
+
+# --- the kernels: random inputs for each step function -----------------------------------------------------------
 def cell_cases(dtype, masked, seed=0):
-    """(kernel name, cell function, its arguments, indices of its outputs) for every cell, shapes (D, B, G*H)."""
+    """(kernel name, step function, its arguments, paths to its outputs) for every step, shapes (D, B, G*H).
+
+    The arguments follow the step functions' order: forward (z, pre, prev, mask, saved, new), backward
+    (dh_next, carry, g, saved, prev, new, mask, delta, delta_input, carry_out); a path is an argument's index,
+    then the index inside a tuple argument. The NumPy body of a backward step reads ``saved`` as the cell's
+    prepare_backward extends it (see numpy_args)."""
     rng = np.random.default_rng(seed)
     D, B, H = 2, 5, 3
 
@@ -171,32 +184,62 @@ def cell_cases(dtype, masked, seed=0):
         return rng.standard_normal(shape).astype(dtype)
 
     def empty(*shape):
-        return np.full(shape, np.nan, dtype=dtype)  # an entry the cell forgets to write stays NaN
+        return np.full(shape, np.nan, dtype=dtype)  # an entry the step forgets to write stays NaN
 
-    def sig(a):
-        return (1 / (1 + np.exp(-a))).astype(dtype)
+    def sig(*shape):
+        return (1 / (1 + np.exp(-r(*shape)))).astype(dtype)
 
     mask = rng.random((D, B, 1)) < 0.5 if masked else None
     cases = []
     for act in ("tanh", "relu"):
         h = np.tanh(r(D, B, H)) if act == "tanh" else np.maximum(r(D, B, H), 0)
-        cases.append((f"rnn_forward_{act}", functools.partial(fast_rnn.rnn_cell_forward, nonlinearity=act),
-                      [r(D, B, H), r(D, B, H), r(D, B, H), mask, empty(D, B, H)], [4]))
-        cases.append((f"rnn_backward_{act}", functools.partial(fast_rnn.rnn_cell_backward, nonlinearity=act),
-                      [r(D, B, H), r(D, B, H), r(D, B, H), h, mask, empty(D, B, H), empty(D, B, H)], [5, 6]))
-    cases.append(("lstm_forward", fast_rnn.lstm_cell_forward,
-                  [r(D, B, 4 * H), r(D, B, 4 * H), r(D, B, H), r(D, B, H), mask, empty(D, B, 4 * H), empty(D, B, H),
-                   empty(D, B, H), empty(D, B, H)], [5, 6, 7, 8]))
-    gates = np.concatenate([sig(r(D, B, H)), sig(r(D, B, H)), np.tanh(r(D, B, H)), sig(r(D, B, H))], axis=-1)
-    cases.append(("lstm_backward", fast_rnn.lstm_cell_backward,
-                  [r(D, B, H), r(D, B, H), r(D, B, H), r(D, B, H), gates, np.tanh(r(D, B, H)), r(D, B, H), mask,
-                   empty(D, B, 4 * H), empty(D, B, H), empty(D, B, H)], [8, 9, 10]))
+        cases.append((f"rnn_forward_{act}", functools.partial(steps.rnn_step_forward, nonlinearity=act),
+                      [r(D, B, H), r(D, B, H), (r(D, B, H),), mask, (), (empty(D, B, H),)], [(5, 0)]))
+        cases.append((f"rnn_backward_{act}", functools.partial(steps.rnn_step_backward, nonlinearity=act),
+                      [r(D, B, H), (r(D, B, H),), r(D, B, H), (), (r(D, B, H),), (h,), mask, empty(D, B, H), None,
+                       (empty(D, B, H),)], [(7,), (9, 0)]))
+    cases.append(("lstm_forward", steps.lstm_step_forward,
+                  [r(D, B, 4 * H), r(D, B, 4 * H), (r(D, B, H), r(D, B, H)), mask, (empty(D, B, 4 * H),
+                   empty(D, B, H)), (empty(D, B, H), empty(D, B, H))], [(4, 0), (4, 1), (5, 0), (5, 1)]))
+    gates = np.concatenate([sig(D, B, H), sig(D, B, H), np.tanh(r(D, B, H)), sig(D, B, H)], axis=-1)
+    cases.append(("lstm_backward", steps.lstm_step_backward,
+                  [r(D, B, H), (r(D, B, H), r(D, B, H)), r(D, B, H), (gates, np.tanh(r(D, B, H))),
+                   (r(D, B, H), r(D, B, H)), (r(D, B, H), r(D, B, H)), mask, empty(D, B, 4 * H), None,
+                   (empty(D, B, H), empty(D, B, H))], [(7,), (9, 0), (9, 1)]))
+    for bias_hh in (0, r(D, 1, 3 * H)):
+        cases.append(("gru_forward", functools.partial(steps.gru_step_forward, bias_hh=bias_hh),
+                      [r(D, B, 3 * H), r(D, B, 3 * H), (r(D, B, H),), mask, (empty(D, B, 3 * H), empty(D, B, H)),
+                       (empty(D, B, H),)], [(4, 0), (4, 1), (5, 0)]))
+    gates = np.concatenate([sig(D, B, H), sig(D, B, H), np.tanh(r(D, B, H))], axis=-1)
+    cases.append(("gru_backward", steps.gru_step_backward,
+                  [r(D, B, H), (r(D, B, H),), r(D, B, H), (gates, r(D, B, H)), (r(D, B, H),), (r(D, B, H),), mask,
+                   empty(D, B, 3 * H), empty(D, B, H), (empty(D, B, H),)], [(7,), (8,), (9, 0)]))
     split_cases = []
-    for name, cell, args, outs in cases:                   # the same cells, the product in 2 and 4 partial sums
+    for name, cell, args, outs in cases:                   # the same steps, the product in 2 and 4 partial sums
         for n in (2, 4):
             pieces = [r(*args[0].shape) for _ in range(n - 1)]
             split_cases.append((f"{name}_split{n}", cell, [[args[0] - sum(pieces)] + pieces] + args[1:], outs))
     return cases + split_cases
+
+
+def numpy_args(name, args):
+    """The arguments as the NumPy body of step ``name`` reads them: a backward step's ``saved`` prepared."""
+    if "backward" not in name:
+        return args
+    cell = steps.CELLS[name.split("_")[0].upper()]
+    params = {"nonlinearity": "relu" if "relu" in name else "tanh"} if cell.name == "RNN" else {}
+    return args[:3] + [cell.prepare_backward(args[3], args[4], args[5], args[6], **params)] + args[4:]
+
+
+def copy_args(args):
+    """A copy of every array in the arguments, tuples and partial-sum lists included."""
+    if isinstance(args, (list, tuple)):
+        return type(args)(copy_args(a) for a in args)
+    return args.copy() if isinstance(args, np.ndarray) else args
+
+
+def output(args, path):
+    return args[path[0]] if len(path) == 1 else args[path[0]][path[1]]
 
 
 def tolerances(dtype):
@@ -232,18 +275,18 @@ class HostKernel:
 
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
-    """fast_rnn.KERNEL_SOURCES compiled for the host (float and double), as HostKernels by name."""
+    """steps.KERNEL_SOURCES compiled for the host (float and double), as HostKernels by name."""
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler to run the kernel bodies on the host")
     parts = ["#include <cmath>\n#define __device__\nusing std::tanh;"]
-    for name, (in_params, out_params, body) in fast_rnn.KERNEL_SOURCES.items():
+    for name, (in_params, out_params, body) in steps.KERNEL_SOURCES.items():
         params = [p.split() for p in (in_params + ", " + out_params).split(",")]
         for ctype in ("float", "double"):
             args = [f"{'const ' if k < len(in_params.split(',')) else ''}{'bool' if t == 'bool' else 'T'}* _raw_{n}"
                     for k, (t, n) in enumerate(params)]
             binds = [f"{a.replace('* _raw_', ' &')} = _raw_{n}[idx];" for a, (_, n) in zip(args, params)]
-            parts.append(f"namespace {name}_{ctype} {{ typedef {ctype} T; {fast_rnn._PREAMBLE}\n"
+            parts.append(f"namespace {name}_{ctype} {{ typedef {ctype} T; {steps.KERNEL_PREAMBLE}\n"
                          f'extern "C" void run_{name}_{ctype}(long n, {", ".join(args)}) {{\n'
                          f"  for (long idx = 0; idx < n; ++idx) {{ {' '.join(binds)} {body} }}\n}} }}")
     folder = tmp_path_factory.mktemp("kernels")
@@ -251,37 +294,47 @@ def host_kernels(tmp_path_factory):
     subprocess.run([compiler, "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(folder / "kernels.so"),
                     str(folder / "kernels.cpp")], check=True, capture_output=True)
     lib = ctypes.CDLL(str(folder / "kernels.so"))
-    return {name: HostKernel(lib, name, i, o) for name, (i, o, _) in fast_rnn.KERNEL_SOURCES.items()}
+    return {name: HostKernel(lib, name, i, o) for name, (i, o, _) in steps.KERNEL_SOURCES.items()}
 
 
 def route_to_host(patch, host_kernels):
-    """fast_rnn takes its CuPy path for NumPy arrays, and that path runs the host-compiled kernels."""
-    patch.setattr(fast_rnn, "is_cupy_array", lambda a: True)
-    patch.setattr(fast_rnn, "kernel", host_kernels.__getitem__)
+    """The step functions take their CuPy path for NumPy arrays, and that path runs the host-compiled kernels."""
+    patch.setattr(steps, "is_cupy_array", lambda a: True)
+    patch.setattr(steps, "kernel", host_kernels.__getitem__)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("masked", [False, True])
 def test_kernel_bodies_equal_their_numpy_twins_on_the_host(host_kernels, monkeypatch, dtype, masked):
     for name, cell, args, outs in cell_cases(dtype, masked):
-        expected = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        expected = copy_args(args)
         expected[0] = args[0] if isinstance(args[0], np.ndarray) else sum(args[0])  # NumPy twin, the product whole
-        cell(*expected)
+        cell(*numpy_args(name, expected))
         with monkeypatch.context() as patch:
             route_to_host(patch, host_kernels)
             cell(*args)
         for k in outs:
-            assert not np.isnan(args[k]).any(), name
-            np.testing.assert_allclose(args[k], expected[k], err_msg=name, **tolerances(dtype))
+            assert not np.isnan(output(args, k)).any(), name
+            np.testing.assert_allclose(output(args, k), output(expected, k), err_msg=name, **tolerances(dtype))
 
 
 @pytest.mark.parametrize("split", [1, 4])
-@pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
+@pytest.mark.parametrize("mode,nonlinearity", MODES)
 @pytest.mark.parametrize("case", CASES[1:4])
 def test_a_layer_through_the_host_kernels_equals_fused(host_kernels, monkeypatch, split, mode, nonlinearity, case):
     route_to_host(monkeypatch, host_kernels)
     force_split(monkeypatch, split)
     assert compare_impls(mode, nonlinearity, case) < 1e-10
+
+
+@pytest.mark.parametrize("mode,nonlinearity", MODES)
+@pytest.mark.parametrize("case", CASES[:4])
+def test_the_per_direction_layer_through_the_host_kernels_equals_autograd(host_kernels, monkeypatch, mode,
+                                                                           nonlinearity, case):
+    """impl="bptt" on a GPU runs the same kernels, one direction at a time (on reversed views for the backward
+    chain); the step-by-step layer does not use them, so it is the reference."""
+    route_to_host(monkeypatch, host_kernels)
+    assert compare_impls(mode, nonlinearity, case, ("autograd", "bptt")) < 1e-10
 
 
 # --- on a GPU (the cupy case; skipped where no GPU is usable) -----------------------------------------------------
@@ -290,17 +343,21 @@ def test_a_layer_through_the_host_kernels_equals_fused(host_kernels, monkeypatch
 def test_cupy_kernels_equal_their_numpy_twins(xp_backend, dtype, masked):
     if backend.backend_name(xp_backend) == "numpy":
         pytest.skip("compares the CuPy kernels with NumPy")
+    def to_gpu(a):
+        if isinstance(a, (list, tuple)):
+            return type(a)(to_gpu(v) for v in a)
+        return xp_backend.asarray(a) if isinstance(a, np.ndarray) else a
+
     for name, cell, args, outs in cell_cases(dtype, masked):
-        on_gpu = [xp_backend.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-        if isinstance(args[0], list):
-            on_gpu[0] = [xp_backend.asarray(a) for a in args[0]]
+        on_gpu = to_gpu(args)
         cell(*on_gpu)
-        cell(*args)
+        cell(*numpy_args(name, args))
         for k in outs:
-            np.testing.assert_allclose(backend.to_numpy(on_gpu[k]), args[k], err_msg=name, **tolerances(dtype))
+            np.testing.assert_allclose(backend.to_numpy(output(on_gpu, k)), output(args, k), err_msg=name,
+                                       **tolerances(dtype))
 
 
-@pytest.mark.parametrize("mode,nonlinearity", MODES[:3])
+@pytest.mark.parametrize("mode,nonlinearity", MODES)
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("split", [1, 4])
 def test_batched_on_every_backend(xp_backend, monkeypatch, split, mode, nonlinearity, case):

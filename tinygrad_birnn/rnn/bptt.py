@@ -1,0 +1,297 @@
+"""Backpropagation through time by hand: a whole (bi)directional layer as one autograd node (``impl="bptt"``).
+
+The forward pass projects the inputs of every step and both directions with one matmul (``pre``), then runs
+each direction's chain over time, one step function of :mod:`.steps` per step, into preallocated buffers.
+The VJP is backpropagation through time written by hand (Schuster & Paliwal's procedure for a bidirectional
+layer: the forward chain t = 1..T, the backward chain t = T..1, then the deltas back through both): each
+direction's chain is walked in reverse, one backward step function per step, and the weight and input
+gradients come from one matmul each over all steps.
+
+Every buffer here is in *schedule order*, indexed by the step s a direction takes: s = t for the forward
+chain and s = T-1-t for the backward one, whose time-ordered arrays are read through reversed views. A state
+buffer has T+1 entries: step s reads [s] and writes [s + 1]; a carry buffer of the VJP likewise, read at
+[s + 1] and written at [s]. The loops (:func:`forward_loop`, :func:`backward_loop`) serve both drivers, this
+one and :mod:`.batched`, which steps all directions together.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..backend import matmul, xp_of
+from ..ops import PRIMITIVES, defprim
+from ..tensor import Tensor, apply
+from . import steps
+from .steps import CELLS, Cell
+
+
+def unpack_weights(weights: tuple, bias: bool) -> list:
+    """The flat weight list (W_ih, W_hh[, b_ih, b_hh]) per direction -> [(W_ih, W_hh, b_ih, b_hh), ...]."""
+    k = 4 if bias else 2
+    groups = [weights[i:i + k] for i in range(0, len(weights), k)]
+    return [tuple(w) if bias else (w[0], w[1], None, None) for w in groups]
+
+
+def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
+    """pre = x W_ih^T + b for every step and direction, as one (T*B, I) @ (I, D*G*H) matmul; b = b_ih + b_hh
+    (for the GRU b_ih: its step adds b_hh to the product, b_hn belonging inside r (.))."""
+    T, B, I = x.shape
+    w_ih = xp.concatenate([wd[0] for wd in w], axis=0) if len(w) > 1 else w[0][0]
+    pre = matmul(x.reshape(T * B, I), w_ih.T).astype(dtype, copy=False)
+    if w[0][2] is not None:
+        pre += xp.concatenate([b_ih if cell.bias_inside else b_ih + b_hh for _, _, b_ih, b_hh in w])
+    return pre.reshape(T, B, pre.shape[-1]), w_ih
+
+
+def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad: bool) -> tuple:
+    """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db = sum dpre (one matmul each)."""
+    T, B, I = x.shape
+    flat = dpre.reshape(T * B, dpre.shape[-1])
+    dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
+    dw_ih = matmul(flat.T, x.reshape(T * B, I))
+    db = flat.sum(axis=0) if w[0][2] is not None else None
+    rows = dw_ih.shape[0] // len(w)
+    split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
+    return dx, [dw_ih[s] for s in split], [None if db is None else db[s] for s in split]
+
+
+def hidden_weight_grad(delta: Any, h_before: Any) -> Any:
+    """dW_hh = sum_t delta_t^T h_{t-1}, one (G*H, T*B) @ (T*B, H) matmul."""
+    T, B, GH = delta.shape
+    return matmul(delta.reshape(T * B, GH).T, h_before.reshape(T * B, h_before.shape[-1]))
+
+
+def pack_grads(dx: Any, dstates: Sequence, dw_ih: list, dw_hh: list, db_ih: list, db_hh: list, bias: bool) -> tuple:
+    """The VJP's results in the primitive's argument order: x, the initial states, then each direction's weights."""
+    grads = [dx, *dstates]
+    for d in range(len(dw_ih)):
+        grads += [dw_ih[d], dw_hh[d]] + ([db_ih[d], db_hh[d]] if bias else [])
+    return tuple(grads)
+
+
+def _rows(buffers: Sequence, steps: int) -> list:
+    """[(b[s] for b in buffers) for s < steps] as tuples of views, made in C by zip; a None buffer gives None."""
+    if not buffers:
+        return [()] * steps
+    return list(zip(*[[None] * steps if b is None else b for b in buffers]))
+
+
+def forward_loop(cell: Cell, product: Any, pre: Any, mask: Any, states: Sequence, saved: Sequence,
+                 **params: Any) -> None:
+    """Run a chain: for each step s, cell.forward(product(h_s), pre[s], states[s], mask[s], saved[s], states[s+1]).
+
+    ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed by step, or None."""
+    T = pre.shape[0]
+    rows, kept = _rows(states, T + 1), _rows(saved, T)
+    pres, masks, h = list(pre), [None] * T if mask is None else list(mask), list(states[0])  # views, made in C
+    forward = cell.forward
+    for s in range(T):
+        forward(product(h[s]), pres[s], rows[s], masks[s], kept[s], rows[s + 1], **params)
+
+
+def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, states: Sequence, saved: Sequence,
+                  delta: Any, delta_input: Any, carries: Sequence, **params: Any) -> Any:
+    """Walk a chain backwards: step s takes the delta of step s+1 through W_hh (``dh_last`` after the last step),
+    reads carries[s+1] and writes carries[s] and delta[s] (and delta_input[s] for the GRU). The cell's local
+    derivatives are prepared for all steps first. Returns the product of delta[0], the part of dE/dh_0 that went
+    through W_hh."""
+    T = g.shape[0]
+    prepared = cell.prepare_backward(tuple(saved), tuple(s[:-1] for s in states), tuple(s[1:] for s in states),
+                                     mask, **params)
+    rows, kept, carry = _rows(states, T + 1), _rows(prepared, T), _rows(carries, T + 1)
+    gs, deltas = list(g), list(delta)                   # views, made in C
+    masks = [None] * T if mask is None else list(mask)
+    inputs = [None] * T if delta_input is None else list(delta_input)
+    backward, dh_next = cell.backward, dh_last
+    for s in reversed(range(T)):
+        backward(dh_next, carry[s + 1], gs[s], kept[s], rows[s], rows[s + 1], masks[s], deltas[s], inputs[s],
+                 carry[s], **params)
+        dh_next = product(deltas[s])
+    return dh_next
+
+
+class Product:
+    """state (B, K) -> state @ w (K, N), into one reused buffer (NumPy's matmul called directly on the host,
+    where no capture can route it)."""
+
+    def __init__(self, xp: Any, w: Any, batch: int):
+        self.w, self.out = w, xp.empty((batch, w.shape[1]), dtype=w.dtype)
+        self.matmul = np.matmul if xp is np else matmul
+
+    def __call__(self, state: Any) -> Any:
+        return self.matmul(state, self.w, out=self.out)
+
+
+def in_schedule_order(a: Any, d: int) -> Any:
+    """A time-ordered array (T, ...) as direction d steps through it: itself, or reversed for d = 1."""
+    return a if d == 0 else a[::-1]
+
+
+def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bool = False) -> dict:
+    """The extra keyword arguments of cell's step functions: the RNN's nonlinearity; forward, the GRU's b_hh
+    (None: no biases)."""
+    if cell.name == "RNN":
+        return {"nonlinearity": nonlinearity}
+    if cell.bias_inside and not backward:
+        return {"bias_hh": 0 if bias_hh is None else bias_hh}
+    return {}
+
+
+def layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
+                   needs_input_grad: bool = True) -> tuple:
+    """Each direction's chain over time, one step function per step. Returns (output, *final states)."""
+    spec = CELLS[cell]
+    initial, weights = args[:spec.states], args[spec.states:]
+    xp = xp_of(x, *args)
+    w = unpack_weights(weights, bias)
+    dtype = np.result_type(*[a.dtype for a in (x, *args)])
+    (T, B, _), D, H = x.shape, len(w), initial[0].shape[-1]
+    pre, w_ih = project_inputs(xp, spec, x, w, dtype)
+    GH = spec.gates * H
+    runs = []
+    for d in range(D):
+        states = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
+        for buffer, start in zip(states, initial):
+            buffer[0] = start[d]
+        saved = tuple(xp.empty((T, B, k * H), dtype=dtype) for k in spec.saved)
+        product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
+        m = None if mask is None else in_schedule_order(mask, d)
+        forward_loop(spec, product, in_schedule_order(pre[:, :, d * GH:(d + 1) * GH], d), m, states, saved,
+                     **cell_params(spec, nonlinearity, None if w[d][3] is None else w[d][3].astype(dtype, copy=False)))
+        runs.append((states, saved))
+    out = xp.empty((T, B, D * H), dtype=dtype)
+    for d, (states, _) in enumerate(runs):
+        h = in_schedule_order(states[0][1:], d)
+        if mask is None:
+            out[:, :, d * H:(d + 1) * H] = h
+        else:
+            xp.multiply(h, mask, out=out[:, :, d * H:(d + 1) * H])
+    finals = tuple(xp.stack([states[k][T] for states, _ in runs]) for k in range(spec.states))
+    return (out, *finals), (runs, w_ih)
+
+
+def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
+               mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
+    """BPTT: each direction's chain walked backwards, one backward step function per step."""
+    spec = CELLS[cell]
+    runs, w_ih = res
+    g_out, g_states = g[0], g[1:]
+    xp = xp_of(g_out)
+    w = unpack_weights(args[spec.states:], bias)
+    dtype = runs[0][0][0].dtype
+    (T, B, _), D, H = x.shape, len(w), runs[0][0][0].shape[-1]
+    GH = spec.gates * H
+    dpre = xp.empty((T, B, D * GH), dtype=dtype)        # deltas of the input projections, in time order
+    dstates, dw_hh, db_hh = [[] for _ in range(spec.states)], [], []
+    for d, (states, saved) in enumerate(runs):
+        block = in_schedule_order(dpre[:, :, d * GH:(d + 1) * GH], d)
+        delta = xp.empty((T, B, GH), dtype=dtype) if spec.bias_inside else block
+        carries = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
+        carries[0][T] = 0                                # skip: nothing bypasses W_hh after the last step
+        if mask is None and not steps.is_cupy_array(dpre) and not spec.direct_path:
+            carries = (None,) + carries[1:]              # ... nor anywhere else, without padding
+        for buffer, gk in zip(carries[1:], g_states[1:]):
+            buffer[T] = gk[d]                            # dE/dc after the last step
+        product = Product(xp, w[d][1].astype(dtype, copy=False), B)
+        m = None if mask is None else in_schedule_order(mask, d)
+        g_d = in_schedule_order(g_out[:, :, d * H:(d + 1) * H], d)
+        through = backward_loop(spec, product, g_states[0][d].astype(dtype), g_d, m, states, saved, delta,
+                                block[..., 2 * H:] if spec.bias_inside else None, carries,
+                                **cell_params(spec, nonlinearity, backward=True))
+        dstates[0].append(through.copy() if carries[0] is None else carries[0][0] + through)
+        for k in range(1, spec.states):
+            dstates[k].append(carries[k][0])
+        dw_hh.append(hidden_weight_grad(in_schedule_order(delta, d), in_schedule_order(states[0][:-1], d)))
+        if spec.bias_inside:
+            block[..., :2 * H] = delta[..., :2 * H]      # r and z: the same delta on both sides
+            db_hh.append(in_schedule_order(delta, d).sum(axis=(0, 1)) if bias else None)
+    dx, dw_ih, db = input_grads(xp, x, dpre, w_ih, w, needs_input_grad)
+    if not spec.bias_inside:
+        db_hh = [None if b is None else b.copy() for b in db]
+    return pack_grads(dx, [xp.stack(s) for s in dstates], dw_ih, dw_hh, db, db_hh, bias)
+
+
+def rnn_layer_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh", mask: Any = None,
+                      bias: bool = True, needs_input_grad: bool = True) -> tuple:
+    """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) for each direction; act = tanh or relu."""
+    return layer_forward(x, h0, *weights, cell="RNN", nonlinearity=nonlinearity, mask=mask, bias=bias)
+
+
+def rnn_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tuple, nonlinearity: str = "tanh",
+                  mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
+    """BPTT: delta_t = (dE/dh_t + delta_{t+1} W_hh) * act'(a_t), walked backwards along each direction."""
+    return layer_vjp(g, ans, x, h0, *weights, res=res, cell="RNN", nonlinearity=nonlinearity, mask=mask,
+                      bias=bias, needs_input_grad=needs_input_grad)
+
+
+def lstm_layer_forward(x: Any, h0: Any, c0: Any, *weights: Any, mask: Any = None, bias: bool = True,
+                       needs_input_grad: bool = True) -> tuple:
+    """Gates (i, f, g, o) = (sig, sig, tanh, sig)(x W_ih^T + b_ih + h W_hh^T + b_hh); c = f c + i g; h = o tanh(c)."""
+    return layer_forward(x, h0, c0, *weights, cell="LSTM", mask=mask, bias=bias)
+
+
+def lstm_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, c0: Any, *weights: Any, res: tuple, mask: Any = None,
+                   bias: bool = True, needs_input_grad: bool = True) -> tuple:
+    """BPTT through h = o tanh(c), c = f c_prev + i g: the cell-state delta runs alongside the hidden one."""
+    return layer_vjp(g, ans, x, h0, c0, *weights, res=res, cell="LSTM", mask=mask, bias=bias,
+                      needs_input_grad=needs_input_grad)
+
+
+def gru_layer_forward(x: Any, h0: Any, *weights: Any, mask: Any = None, bias: bool = True,
+                      needs_input_grad: bool = True) -> tuple:
+    """r, z = sig(x W_i^T + b_i + h W_h^T + b_h); n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)); h = n + z (h - n)."""
+    return layer_forward(x, h0, *weights, cell="GRU", mask=mask, bias=bias)
+
+
+def gru_layer_vjp(g: tuple, ans: tuple, x: Any, h0: Any, *weights: Any, res: tuple, mask: Any = None,
+                  bias: bool = True, needs_input_grad: bool = True) -> tuple:
+    """BPTT through h = (1-z) n + z h_prev; the hidden side's n-delta is r * (the input side's)."""
+    return layer_vjp(g, ans, x, h0, *weights, res=res, cell="GRU", mask=mask, bias=bias,
+                      needs_input_grad=needs_input_grad)
+
+
+defprim("rnn_layer", rnn_layer_forward, rnn_layer_vjp,
+        "BPTT: delta_t = (dE/dh_t + delta_{t+1} W_hh) * act'(a_t); dW_hh = sum_t delta_t^T h_{t-1}",
+        has_residuals=True)
+defprim("lstm_layer", lstm_layer_forward, lstm_layer_vjp,
+        "BPTT with dc_t = dh_t o_t tanh'(c_t) + dc_{t+1} f_{t+1}; gate deltas di = dc g, df = dc c_{t-1}, dg = dc i, "
+        "do = dh tanh(c_t)", has_residuals=True)
+defprim("gru_layer", gru_layer_forward, gru_layer_vjp,
+        "BPTT with dn = dh (1-z), dz = dh (h_{t-1} - n), dr = da_n (W_hn h_{t-1} + b_hn); dh_{t-1} = dh z + delta_h W_hh",
+        has_residuals=True)
+PRIMITIVE_NAMES = {"RNN": "rnn_layer", "LSTM": "lstm_layer", "GRU": "gru_layer"}
+
+
+def apply_layer(names: dict, mode: str, x: Tensor, state: tuple, weights: Sequence[Sequence[Tensor]], mask: Any,
+                nonlinearity: str) -> tuple:
+    """Apply the layer primitive ``names[mode]`` to x, the state tuple and the weights: (output, final states)."""
+    if mode not in CELLS:
+        raise ValueError(f"mode must be one of {sorted(CELLS)}; got {mode!r}")
+    params = dict(mask=mask, bias=len(weights[0]) == 4, needs_input_grad=x.requires_grad)
+    if mode == "RNN":
+        params["nonlinearity"] = nonlinearity
+    out, *finals = apply(PRIMITIVES[names[mode]], x, *state, *[w for group in weights for w in group], **params)
+    return out, tuple(finals)
+
+
+def as_state(hx: Any) -> tuple:
+    """A layer's state as a tuple: (h,) or (h, c), given either that tuple or a bare h."""
+    return tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+
+
+def like_given(final: tuple, hx: Any) -> Any:
+    """The final state in the form the initial one was given: a tuple, or a bare h."""
+    return final if isinstance(hx, (tuple, list)) else final[0]
+
+
+def bptt_layer(mode: str, x: Tensor, hx: Any, weights: Sequence[Sequence[Tensor]], mask: Any = None,
+               nonlinearity: str = "tanh") -> tuple:
+    """One (bi)directional layer as a single autograd node, BPTT by hand (``impl="bptt"``).
+
+    ``mode`` 'RNN', 'LSTM' or 'GRU'; ``x`` (T, B, I); ``hx`` the initial state, (h0,) or (h0, c0) with each
+    (D, B, H) (a bare h0 also works); ``weights[d]`` = (W_ih, W_hh[, b_ih, b_hh]) for direction d (0 forward,
+    1 backward); ``mask`` (T, B, 1) bool or None. Returns (output (T, B, D*H), final state in hx's form).
+    """
+    out, final = apply_layer(PRIMITIVE_NAMES, mode, x, as_state(hx), weights, mask, nonlinearity)
+    return out, like_given(final, hx)
