@@ -117,10 +117,15 @@ def xp_of(*arrays: Any) -> ModuleType:
 
 
 def to_numpy(a: Any) -> np.ndarray:
-    """A host (NumPy) copy of an array from either backend."""
+    """A host (NumPy) copy of an array from either backend, of a Tensor or a PyTorch tensor: the library's one
+    host-copy helper. Object, complex and string data are refused with a clear TypeError."""
     if is_cupy_array(a):
         return a.get()
-    return np.array(a, copy=True)
+    if isinstance(a, np.ndarray) and a.dtype.kind in "biuf":
+        return np.array(a, copy=True, subok=False)
+    from .dtypes import as_array  # noqa: PLC0415 (dtypes imports nothing of the package)
+
+    return as_array(a)  # a Tensor arrives through its __array__, a torch tensor through its .numpy()
 
 
 def to_backend(a: Any, name: str) -> Any:

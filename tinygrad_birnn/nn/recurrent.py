@@ -16,7 +16,7 @@ from ..backend import xp_of
 from ..rnn import FORMER_NAMES, GATE_COUNTS, IMPLEMENTATIONS, gru_cell, lengths_mask, lstm_cell, rnn_cell
 from ..functions import concatenate, zeros
 from ..tensor import Tensor
-from . import Module, uniform_parameter
+from .modules import Module, uniform_parameter
 
 _LAYER_ARGS = """
     Args:
