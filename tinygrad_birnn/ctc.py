@@ -77,7 +77,8 @@ def ctc_alpha(emit: Any, skip: Any, ext_lengths: Any) -> Any:
     alpha = xp.full((steps, n, width + 2), -np.inf, dtype=emit.dtype)  # two -inf columns on the left
     start = xp.full((n, width), -np.inf, dtype=emit.dtype)
     start[:, 0] = 0.0
-    start[:, 1] = xp.where(ext_lengths > 1, 0.0, -np.inf)
+    if width > 1:
+        start[:, 1] = xp.where(ext_lengths > 1, 0.0, -np.inf)
     if steps:
         alpha[0, :, 2:] = emit[0] + start
     for t in range(1, steps):
@@ -253,6 +254,8 @@ def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths
         log_probs = log_probs.reshape(log_probs.shape[0], 1, log_probs.shape[1])
         targets, input_lengths, target_lengths = targets[None], input_lengths[None], target_lengths[None]
     steps, n, classes = log_probs.shape
+    if steps * n * classes == 0:
+        raise ValueError(f"ctc_loss: log_probs must not be empty (as in PyTorch); got shape {log_probs.shape}")
     if not 0 <= blank < classes:
         raise ValueError(f"ctc_loss: blank must be a class index in [0, C={classes}); got {blank}")
     _check_lengths(input_lengths, n, steps, "input_lengths", "the input's length T")
