@@ -216,6 +216,33 @@ def _padded_targets(targets: np.ndarray, target_lengths: np.ndarray, n: int) -> 
     return padded
 
 
+def _checked_batch(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any, blank: int,
+                   unbatched: bool) -> tuple:
+    """(log_probs as (T, N, C), padded (N, S) targets, lengths) after checking them; raises for bad input."""
+    targets = _host_integers(targets, "targets")
+    input_lengths = _host_integers(input_lengths, "input_lengths")
+    target_lengths = _host_integers(target_lengths, "target_lengths")
+    if unbatched:
+        if targets.ndim != 1 or input_lengths.ndim or target_lengths.ndim:
+            raise ValueError("ctc_loss: unbatched (T, C) log_probs take 1-D targets and two numbers as lengths; "
+                             f"got targets {targets.shape}, lengths {input_lengths.shape} and {target_lengths.shape}")
+        log_probs = log_probs.reshape(log_probs.shape[0], 1, log_probs.shape[1])
+        targets, input_lengths, target_lengths = targets[None], input_lengths[None], target_lengths[None]
+    steps, n, classes = log_probs.shape
+    if steps * n * classes == 0:
+        raise ValueError(f"ctc_loss: log_probs must not be empty (as in PyTorch); got shape {log_probs.shape}")
+    if not 0 <= blank < classes:
+        raise ValueError(f"ctc_loss: blank must be a class index in [0, C={classes}); got {blank}")
+    _check_lengths(input_lengths, n, steps, "input_lengths", "the input's length T")
+    padded = _padded_targets(targets, target_lengths, n)
+    labels = padded[np.arange(padded.shape[1])[None, :] < target_lengths[:, None]]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes or (labels == blank).any()):
+        raise ValueError(f"ctc_loss: target labels must lie in [0, C={classes}) and differ from blank={blank}; "
+                         f"got values from {labels.min()} to {labels.max()}"
+                         + (" including the blank" if (labels == blank).any() else ""))
+    return log_probs, padded, input_lengths, target_lengths
+
+
 def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any, blank: int = 0,
              reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
     """The CTC loss -log p(target | input), as ``torch.nn.functional.ctc_loss``.
@@ -249,28 +276,8 @@ def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths
     unbatched = log_probs.ndim == 2
     if log_probs.ndim not in (2, 3):
         raise ValueError(f"ctc_loss: log_probs must be (T, N, C) or unbatched (T, C); got shape {log_probs.shape}")
-    targets = _host_integers(targets, "targets")
-    input_lengths = _host_integers(input_lengths, "input_lengths")
-    target_lengths = _host_integers(target_lengths, "target_lengths")
-    if unbatched:
-        if targets.ndim != 1 or input_lengths.ndim or target_lengths.ndim:
-            raise ValueError("ctc_loss: unbatched (T, C) log_probs take 1-D targets and two numbers as lengths; "
-                             f"got targets {targets.shape}, lengths {input_lengths.shape} and {target_lengths.shape}")
-        log_probs = log_probs.reshape(log_probs.shape[0], 1, log_probs.shape[1])
-        targets, input_lengths, target_lengths = targets[None], input_lengths[None], target_lengths[None]
-    steps, n, classes = log_probs.shape
-    if steps * n * classes == 0:
-        raise ValueError(f"ctc_loss: log_probs must not be empty (as in PyTorch); got shape {log_probs.shape}")
-    if not 0 <= blank < classes:
-        raise ValueError(f"ctc_loss: blank must be a class index in [0, C={classes}); got {blank}")
-    _check_lengths(input_lengths, n, steps, "input_lengths", "the input's length T")
-    padded = _padded_targets(targets, target_lengths, n)
-    inside = np.arange(padded.shape[1])[None, :] < target_lengths[:, None]
-    labels = padded[inside]
-    if labels.size and (labels.min() < 0 or labels.max() >= classes or (labels == blank).any()):
-        raise ValueError(f"ctc_loss: target labels must lie in [0, C={classes}) and differ from blank={blank}; "
-                         f"got values from {labels.min()} to {labels.max()}"
-                         + (" including the blank" if (labels == blank).any() else ""))
+    log_probs, padded, input_lengths, target_lengths = _checked_batch(
+        log_probs, targets, input_lengths, target_lengths, blank, unbatched)
     ext, skip = extended_targets(padded, target_lengths, blank)
     xp = xp_of(log_probs.data)
     on_device = (lambda a: backend.to_backend(a, "cupy")) if xp is not np else (lambda a: a)
