@@ -133,6 +133,34 @@ def test_ctc_loss_equals_the_sum_over_all_paths_and_its_autograd_gradient(rng, t
     np.testing.assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.primitive("ctc_loss")
+def test_ctc_loss_with_impossible_classes_matches_torch(rng):
+    """log_probs of -inf (a class with probability 0 at some steps): finite values, finite gradients."""
+    torch = pytest.importorskip("torch")
+    lp = log_softmax(rng.standard_normal((6, 3, 4)))
+    lp[1:3, :, 2] = -np.inf
+    lp[0, 1, 0] = -np.inf
+    args = (np.array([[1, 2, 3], [2, 2, 1], [3, 1, 0]]), np.array([6, 6, 5]), np.array([3, 3, 2]))
+    ours = Tensor(lp, requires_grad=True)
+    with np.errstate(all="raise"):
+        loss = F.ctc_loss(ours, *args, reduction="none")
+        loss.sum().backward()
+    theirs = torch.tensor(lp, requires_grad=True)
+    expected = torch.nn.functional.ctc_loss(theirs, *(torch.tensor(a) for a in args), reduction="none")
+    expected.sum().backward()
+    np.testing.assert_allclose(loss.numpy(), expected.detach().numpy(), rtol=1e-12)
+    assert np.isfinite(ours.grad.numpy()).all()
+    inside = (np.arange(6)[:, None] < args[1][None, :])[:, :, None]
+    # PyTorch's exp(lp) - occupation is nan at lp = -inf (it computes exp(-inf + nll + inf)); ours is the
+    # derivative, 0: a class that no path can take there has no occupation
+    impossible = np.isneginf(lp)
+    assert np.isnan(theirs.grad.numpy()[impossible & inside]).any()
+    assert (ours.grad.numpy()[impossible] == 0).all()
+    np.testing.assert_allclose(ours.grad.numpy()[~impossible],
+                               (theirs.grad.numpy() - np.where(inside, np.exp(lp), 0.0))[~impossible],
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_ctc_loss_edge_cases():
     lp = np.log(np.full((3, 2, 3), 1 / 3))
     # no path of 1 step reads [1, 1] (it needs a blank between the repeats): inf, or 0 with zero_infinity
@@ -245,6 +273,13 @@ def test_wide_beam_search_is_exact_against_brute_force(steps, classes, seed):
     for labels, p in mass.items():
         nll = F.ctc_loss(Tensor(lp), np.array(labels, np.int64), steps, len(labels), reduction="sum").item()
         np.testing.assert_allclose(np.exp(-nll), p, rtol=1e-10)
+
+
+def test_beam_search_candidates_limit_the_labels_tried(rng):
+    lp = log_softmax(rng.standard_normal((6, 2, 5)) * 3)
+    assert ctc.beam_search_decode(lp, beam_width=4, candidates=5) == ctc.beam_search_decode(lp, beam_width=4)
+    for labels in ctc.beam_search_decode(lp, beam_width=4, candidates=2):
+        assert all(0 < k < 5 for k in labels)
 
 
 def test_decoder_errors():
