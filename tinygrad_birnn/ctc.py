@@ -39,11 +39,11 @@ REDUCTIONS = ("none", "sum", "mean")
 
 
 def _logsumexp3(a: Any, b: Any, c: Any, xp: Any) -> Any:
-    """log(exp a + exp b + exp c), elementwise, exact where all three are -inf (gives -inf)."""
+    """log(exp a + exp b + exp c), elementwise; -inf where all three are -inf (log 0: call it under
+    ``np.errstate(divide="ignore")``)."""
     m = xp.maximum(xp.maximum(a, b), c)
-    m = xp.where(m == -np.inf, 0, m)
-    with np.errstate(divide="ignore"):
-        return xp.log(xp.exp(a - m) + xp.exp(b - m) + xp.exp(c - m)) + m
+    m = xp.maximum(m, np.finfo(m.dtype).min)  # a finite shift, also where all three are -inf
+    return xp.log(xp.exp(a - m) + xp.exp(b - m) + xp.exp(c - m)) + m
 
 
 def extended_targets(targets: np.ndarray, target_lengths: np.ndarray, blank: int) -> tuple:
@@ -82,10 +82,11 @@ def ctc_alpha(emit: Any, skip: Any, ext_lengths: Any) -> Any:
         start[:, 1] = xp.where(ext_lengths > 1, 0.0, -np.inf)
     if steps:
         alpha[0, :, 2:] = emit[0] + start
-    for t in range(1, steps):
-        a = alpha[t - 1]  # stay at s, come from s-1, or skip from s-2 where allowed
-        came = _logsumexp3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip, xp)
-        alpha[t, :, 2:] = came + emit[t]
+    with np.errstate(divide="ignore"):  # log 0 = -inf: no path reaches (t, s)
+        for t in range(1, steps):
+            a = alpha[t - 1]  # stay at s, come from s-1, or skip from s-2 where allowed
+            came = _logsumexp3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip, xp)
+            alpha[t, :, 2:] = came + emit[t]
     return alpha[:, :, 2:]
 
 
@@ -108,13 +109,14 @@ def ctc_beta(emit: Any, skip: Any, input_lengths: Any, ext_lengths: Any) -> Any:
     # y_{t+1} beta_{t+1}, with two -inf columns on the right
     ahead = xp.full((n, width + 2), -np.inf, dtype=emit.dtype)
     last = (input_lengths - 1)[:, None]
-    for t in range(steps - 1, -1, -1):
-        if t < steps - 1:
-            b = ahead
-            went = _logsumexp3(b[:, :width], b[:, 1:-1], b[:, 2:] + skip_ahead, xp)
-            beta[t] = xp.where(t < last, went, -np.inf)
-        beta[t] = xp.where(t == last, end, beta[t])
-        ahead[:, :width] = beta[t] + emit[t]
+    with np.errstate(divide="ignore"):  # log 0 = -inf: no path goes on from (t, s)
+        for t in range(steps - 1, -1, -1):
+            if t < steps - 1:
+                b = ahead
+                went = _logsumexp3(b[:, :width], b[:, 1:-1], b[:, 2:] + skip_ahead, xp)
+                beta[t] = xp.where(t < last, went, -np.inf)
+            beta[t] = xp.where(t == last, end, beta[t])
+            ahead[:, :width] = beta[t] + emit[t]
     return beta
 
 
