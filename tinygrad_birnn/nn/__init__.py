@@ -273,3 +273,4 @@ def load(path: str) -> "OrderedDict[str, np.ndarray]":
 
 
 from ..rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)
+from .crf import CRF  # noqa: E402,F401  (the linear-chain CRF, tinygrad_birnn/nn/crf.py)
