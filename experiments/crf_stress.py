@@ -29,12 +29,6 @@ from tinygrad_birnn.datasets import pronunciations as P  # noqa: E402
 OUT = Path(__file__).resolve().parents[1] / "tinygrad_birnn" / "datasets" / "stored" / "crf_stress.json"
 
 
-def matched_hidden_size(target: int, embedding_dim: int) -> int:
-    """The unidirectional LSTM-CRF hidden size whose parameter count is closest to ``target``."""
-    counts = {h: taggers.Tagger(h, False, "crf", embedding_dim).num_parameters() for h in range(8, 129)}
-    return min(counts, key=lambda h: abs(counts[h] - target))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -50,7 +44,7 @@ def main() -> None:
     train_words = [w for w in P.words("train") if P.stress_marks(entries[w].pronunciations[0]).count(1) == 1]
     test_words = P.words("test")
     bi_params = taggers.Tagger(args.hidden, True, "crf", args.embedding).num_parameters()
-    uni_hidden = matched_hidden_size(bi_params, args.embedding)
+    uni_hidden = taggers.matched_hidden_size(bi_params, False, "crf", args.embedding)
     models = {
         "BiLSTM + softmax": (args.hidden, True, "softmax"),
         "BiLSTM-CRF": (args.hidden, True, "crf"),

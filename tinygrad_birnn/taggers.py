@@ -133,6 +133,12 @@ class Tagger(nn.Module):
             return [marks_of(path) for path in paths]
 
 
+def matched_hidden_size(target: int, bidirectional: bool = False, head: str = "crf", embedding_dim: int = 16) -> int:
+    """The hidden size (8 to 128) whose :class:`Tagger` has the parameter count closest to ``target``."""
+    counts = {h: Tagger(h, bidirectional, head, embedding_dim).num_parameters() for h in range(8, 129)}
+    return min(counts, key=lambda h: abs(counts[h] - target))
+
+
 def batches(words: list, batch_size: int, rng: np.random.Generator) -> list:
     """Shuffled batches of words of similar length (sorted within chunks of 20 batches), so padding is short."""
     order = [words[i] for i in rng.permutation(len(words))]
