@@ -36,13 +36,15 @@ def logsumexp(x: Any, axis: int) -> Any:
         return (xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis)
 
 
-def forward_recursion(emissions: Any, start: Any, end: Any, transitions: Any, mask: Any) -> tuple:
+def forward_recursion(emissions: Any, start: Any, end: Any, transitions: Any,
+                      mask: Any) -> tuple:
     """``alpha`` (T, B, K) and ``log Z`` (B,).
 
-    ``alpha[t, b, j]`` is the log of the summed exp-scores of every tagging of steps 0..t that ends in tag ``j``:
-    ``alpha[0] = start + emissions[0]``, ``alpha[t, :, j] = logsumexp_i(alpha[t-1, :, i] + transitions[i, j])
-    + emissions[t, :, j]``; past a sequence's end, ``alpha`` keeps its last value, so
-    ``log Z = logsumexp_j(alpha[T-1, :, j] + end[j])`` for every length at once.
+    ``alpha[t, b, j]``: the log of the summed exp-scores of every tagging of steps 0..t
+    that ends in tag ``j``. ``alpha[0] = start + emissions[0]``, and
+    ``alpha[t, :, j] = logsumexp_i(alpha[t-1, :, i] + transitions[i, j])
+    + emissions[t, :, j]``. Past a sequence's end, ``alpha`` keeps its last value, so
+    ``log Z = logsumexp_j(alpha[T-1, :, j] + end[j])`` serves every length at once.
     """
     xp = xp_of(emissions)
     alpha = xp.empty_like(emissions)
@@ -71,24 +73,27 @@ def _log_partition_forward(emissions: Any, start: Any, end: Any, transitions: An
     return log_z, alpha
 
 
-def _log_partition_vjp(g: Any, log_z: Any, emissions: Any, start: Any, end: Any, transitions: Any,
-                       mask: Any, res: Any) -> tuple:
-    """d log Z / d emissions[t, b, j] = P(y_t = j), d / d transitions[i, j] = sum_t P(y_{t-1} = i, y_t = j),
-    d / d start = P(y_0), d / d end = P(y_last): the marginals, each weighted by ``g[b]``."""
+def _log_partition_vjp(g: Any, log_z: Any, emissions: Any, start: Any, end: Any,
+                       transitions: Any, mask: Any, res: Any) -> tuple:
+    """The marginals, each weighted by its sequence's ``g[b]``:
+    d log Z / d emissions[t, b, j] = P(y_t = j),
+    d log Z / d transitions[i, j] = sum_t P(y_{t-1} = i, y_t = j),
+    d log Z / d start = P(y_0 = j), d log Z / d end = P(y_last = j)."""
     xp = xp_of(emissions)
     alpha = res
     beta = backward_recursion(emissions, end, transitions, mask)
-    on = mask.astype(emissions.dtype)
-    weight = (g * on)[:, :, None]  # (T, B, 1): g[b] where the step is on, 0 past the end
+    weight = (g * mask)[:, :, None]  # (T, B, 1): g[b] where the step is on, else 0
     unary = xp.exp(alpha + beta - log_z[:, None]) * weight  # P(y_t = j) g[b]
-    lengths = mask.sum(axis=0)
-    last = (xp.arange(mask.shape[0])[:, None] == lengths[None, :] - 1)[:, :, None]
+    last = xp.arange(mask.shape[0])[:, None] == mask.sum(axis=0)[None, :] - 1
     g_transitions = xp.zeros_like(transitions)
     for t in range(1, emissions.shape[0]):
-        # P(y_{t-1} = i, y_t = j) = exp(alpha[t-1, i] + transitions[i, j] + emissions[t, j] + beta[t, j] - log Z)
-        pair = (alpha[t - 1] - log_z[:, None])[:, :, None] + transitions + (emissions[t] + beta[t])[:, None, :]
-        g_transitions += xp.tensordot(weight[t][:, 0], xp.exp(pair), axes=(0, 0))
-    return unary, unary[0], (unary * last).sum(axis=(0, 1)), g_transitions
+        # log P(y_{t-1} = i, y_t = j)
+        #   = alpha[t-1, i] + transitions[i, j] + emissions[t, j] + beta[t, j] - log Z
+        before = (alpha[t - 1] - log_z[:, None])[:, :, None]
+        after = (emissions[t] + beta[t])[:, None, :]
+        pair = xp.exp(before + transitions + after)
+        g_transitions += xp.tensordot(weight[t][:, 0], pair, axes=(0, 0))
+    return unary, unary[0], unary[last].sum(axis=0), g_transitions
 
 
 log_partition_primitive = defprim(
