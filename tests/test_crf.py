@@ -202,6 +202,44 @@ def test_marginals_are_probabilities(rng):
     np.testing.assert_allclose(trans.grad.numpy().sum(), B * (T - 1), rtol=1e-12)
 
 
+# --- one step of the recursions as a matrix product -----------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 4), st.integers(1, 5), st.integers(0, 2**31 - 1),
+       st.sampled_from([1e-3, 1.0, 30.0, 300.0, 1e4]), st.sampled_from([np.float32, np.float64]),
+       st.floats(0.0, 0.5))
+def test_log_matmul_exp_equals_logsumexp(B, K, seed, scale, dtype, forbidden):
+    """The shifted product equals the direct log-sum-exp, also where terms underflow, rows are -inf, or
+    whole columns of the transitions are forbidden (-inf)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((B, K)) * scale).astype(dtype)
+    a = (rng.standard_normal((K, K)) * scale).astype(dtype)
+    a[rng.random((K, K)) < forbidden] = -np.inf
+    if B and rng.random() < 0.3:
+        x[0] = -np.inf
+    want = chain.logsumexp(x[:, :, None] + a, axis=1)
+    got = chain.log_matmul_exp(x, a)
+    assert got.dtype == dtype
+    finite = np.isfinite(want)
+    assert (np.isfinite(got) == finite).all()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=rtol * scale)
+
+
+@settings(max_examples=60, deadline=None)
+@given(crf_case(max_t=6, max_b=5, max_k=5), st.sampled_from([30.0, 300.0, 3000.0]))
+def test_gradients_stay_finite_with_large_scores_and_ragged_lengths(case, scale):
+    """Past a sequence's end the recursions' values are not bounded; nothing there may leak into the gradient."""
+    emissions, tags, mask, K, rng, _ = case
+    model = random_crf(K, rng, scale)
+    e = Tensor(emissions * scale, requires_grad=True)
+    llh = model(e, tags, mask)
+    llh.backward()
+    assert np.isfinite(llh.item()) and llh.item() <= 1e-9 * scale
+    for g in [e.grad] + [p.grad for p in model.parameters()]:
+        assert np.isfinite(g.numpy()).all()
+    assert (e.grad.numpy()[~mask] == 0).all()
+
+
 # --- hard constraints (-inf) and extremes ------------------------------------------------------------------
 def test_forbidden_transitions_are_never_decoded_and_get_zero_gradient(rng):
     K = 3

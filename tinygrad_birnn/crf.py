@@ -36,6 +36,29 @@ def logsumexp(x: Any, axis: int) -> Any:
         return (xp.log(xp.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis)
 
 
+def log_matmul_exp(x: Any, a: Any) -> Any:
+    """``logsumexp_i(x[b, i] + a[i, j])`` for x (B, K) and a (K, K): one step of the
+    recursions, as one matrix product of exponentials instead of a (B, K, K) array.
+
+    Each row of x is shifted by its max and each column of a by its max, so no exp
+    overflows; where a sum comes out too small to keep full precision (every term
+    underflowed, or every term is -inf), that row is recomputed with :func:`logsumexp`.
+    """
+    xp = xp_of(x)
+    m = x.max(axis=1, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    c = a.max(axis=0, keepdims=True)
+    c = xp.where(xp.isfinite(c), c, 0)
+    total = backend.matmul(xp.exp(x - m), xp.exp(a - c))
+    small = total < np.finfo(total.dtype).tiny * 2.0 ** np.finfo(total.dtype).nmant
+    with np.errstate(divide="ignore"):
+        out = xp.log(total) + m + c
+    if small.any():  # rare: recompute those rows exactly
+        rows = small.any(axis=1)
+        out[rows] = logsumexp(x[rows][:, :, None] + a, axis=1)
+    return out
+
+
 def forward_recursion(emissions: Any, start: Any, end: Any, transitions: Any,
                       mask: Any) -> tuple:
     """``alpha`` (T, B, K) and ``log Z`` (B,).
@@ -50,20 +73,21 @@ def forward_recursion(emissions: Any, start: Any, end: Any, transitions: Any,
     alpha = xp.empty_like(emissions)
     alpha[0] = start + emissions[0]
     for t in range(1, emissions.shape[0]):
-        step = logsumexp(alpha[t - 1][:, :, None] + transitions, axis=1) + emissions[t]
+        step = log_matmul_exp(alpha[t - 1], transitions) + emissions[t]
         alpha[t] = xp.where(mask[t][:, None], step, alpha[t - 1])
     return alpha, logsumexp(alpha[-1] + end, axis=1)
 
 
 def backward_recursion(emissions: Any, end: Any, transitions: Any, mask: Any) -> Any:
-    """``beta`` (T, B, K): ``beta[t, b, i]`` is the log of the summed exp-scores of every way to finish from tag
-    ``i`` at step t: ``beta[L-1] = end`` at the sequence's last step L-1, ``beta[t, :, i] =
-    logsumexp_j(transitions[i, j] + emissions[t+1, :, j] + beta[t+1, :, j])`` before it."""
+    """``beta`` (T, B, K): ``beta[t, b, i]`` is the log of the summed exp-scores of every
+    way to finish from tag ``i`` at step t: ``beta[L-1] = end`` at the sequence's last
+    step L-1, and before it ``beta[t, :, i] = logsumexp_j(transitions[i, j]
+    + emissions[t+1, :, j] + beta[t+1, :, j])``."""
     xp = xp_of(emissions)
     beta = xp.empty_like(emissions)
     beta[-1] = xp.broadcast_to(end, beta[-1].shape)
     for t in range(emissions.shape[0] - 2, -1, -1):
-        step = logsumexp(transitions + (emissions[t + 1] + beta[t + 1])[:, None, :], axis=2)
+        step = log_matmul_exp(emissions[t + 1] + beta[t + 1], transitions.T)
         beta[t] = xp.where(mask[t + 1][:, None], step, beta[t + 1])
     return beta
 
@@ -90,8 +114,8 @@ def _log_partition_vjp(g: Any, log_z: Any, emissions: Any, start: Any, end: Any,
         # log P(y_{t-1} = i, y_t = j)
         #   = alpha[t-1, i] + transitions[i, j] + emissions[t, j] + beta[t, j] - log Z
         before = (alpha[t - 1] - log_z[:, None])[:, :, None]
-        after = (emissions[t] + beta[t])[:, None, :]
-        pair = xp.exp(before + transitions + after)
+        after = xp.where(mask[t][:, None], emissions[t] + beta[t], -xp.inf)[:, None, :]
+        pair = xp.exp(before + transitions + after)  # 0 past the end (there, unbounded)
         g_transitions += xp.tensordot(weight[t][:, 0], pair, axes=(0, 0))
     return unary, unary[0], unary[last].sum(axis=0), g_transitions
 
@@ -179,5 +203,5 @@ def viterbi_decode(emissions: Any, start: Any, end: Any, transitions: Any, mask:
     return [host[: int(lengths[b]), b].tolist() for b in range(B)]
 
 
-__all__ = ["logsumexp", "forward_recursion", "backward_recursion", "log_partition", "sequence_score",
+__all__ = ["logsumexp", "log_matmul_exp", "forward_recursion", "backward_recursion", "log_partition", "sequence_score",
            "viterbi_decode", "check_mask", "log_partition_primitive"]
