@@ -88,7 +88,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
     medians = {name: float(np.median(t)) for name, t in times.items()}
     ratio = medians["pytorch-crf"] / medians["tinygrad_birnn"]
-    print(f"K={K} T={T} B={B}{' ragged' if args.ragged else ''}, {args.threads} threads, {repeats} repeats")
+    print(f"K={K} T={T} B={B}{' ragged' if args.ragged else ''}, {args.threads} thread(s), {repeats} repeats")
     for name, m in medians.items():
         print(f"  {name:15s} {1e3 * m:8.2f} ms (median forward + backward)")
     print(f"  ratio pytorch-crf / tinygrad_birnn: {ratio:.2f} (above 1: ours is faster)")
