@@ -277,3 +277,29 @@ def ctc_lattice(symbols: Any, occupation: Any, skip: Any, path: Any = None, inpu
     ax.set_ylabel("extended target l'")
     ax.grid(False)
     return fig, ax
+
+# --- chapter 14: the CRF --------------------------------------------------------------------------------------
+def transition_scores(ax: Any, start: Any, transitions: Any, end: Any, labels: Any, allowed: Any = None,
+                      title: str = "") -> Any:
+    """A CRF's scores as one heat map: a 'start' row, the transitions (row: from, column: to), an 'end' row.
+
+    ``allowed`` (optional): booleans of the same layout (start, transitions, end); forbidden cells get an x.
+    Returns the image, for a colour bar.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    grid = np.vstack([np.asarray(start)[None, :], np.asarray(transitions), np.asarray(end)[None, :]])
+    limit = np.abs(grid).max() or 1.0
+    image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
+    ax.set_yticks(range(len(labels) + 2), ["start", *labels, "end"])
+    ax.axhline(0.5, color="k", lw=0.8)
+    ax.axhline(len(labels) + 0.5, color="k", lw=0.8)
+    ax.grid(False)
+    if allowed is not None:
+        ok = np.vstack([np.asarray(allowed[0])[None, :], np.asarray(allowed[1]), np.asarray(allowed[2])[None, :]])
+        rows, cols = np.nonzero(~ok)
+        ax.scatter(cols, rows, marker="x", color="k", s=30, lw=1.2)
+    ax.set_xlabel("to tag")
+    ax.set_title(title)
+    return image

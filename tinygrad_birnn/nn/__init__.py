@@ -9,3 +9,4 @@ from __future__ import annotations
 from .modules import (Dropout, Embedding, IncompatibleKeys, Linear, Module, Parameter, ReLU,  # noqa: F401
                       Sequential, StateDictError, Tanh, load, save, uniform_parameter)
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: F401
+from .crf import CRF  # noqa: F401
