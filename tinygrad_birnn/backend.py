@@ -68,7 +68,8 @@ def available_backends() -> list[str]:
 
 
 def set_backend(name: str) -> ModuleType:
-    """Make ``name`` ('numpy' or 'cupy') the module new tensors are created with; returns that module."""
+    """Make ``name`` ('numpy' or 'cupy') the module new tensors are created with;
+    returns that module."""
     global _xp
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: expected one of {BACKENDS}")
@@ -91,10 +92,12 @@ def is_cupy_array(a: Any) -> bool:
 
 
 def xp_of(*arrays: Any) -> ModuleType:
-    """The array module that ``arrays`` live in; raises if they live on different backends.
+    """The array module that ``arrays`` live in; raises if they live on different
+    backends.
 
-    Python scalars belong to neither and are ignored. No array is ever copied between host and device here:
-    mixing is an error, so every transfer in a program is one the programmer wrote.
+    Python scalars belong to neither and are ignored. No array is ever copied between
+    host and device here: mixing is an error, so every transfer in a program is one the
+    programmer wrote.
     """
     found = None
     for a in arrays:
@@ -108,8 +111,10 @@ def xp_of(*arrays: Any) -> ModuleType:
             found = kind
         elif found != kind:
             raise TypeError(
-                "arrays on different backends were mixed in one operation: expected all on "
-                f"{found}, got one on {kind}; move one explicitly, e.g. tensor.to('numpy') or tensor.to('cupy')"
+                "arrays on different backends were mixed in one operation: expected all "
+                "on "
+                f"{found}, got one on {kind}; move one explicitly, e.g. "
+                "tensor.to('numpy') or tensor.to('cupy')"
             )
     if found == "cupy":
         return _import_cupy()
@@ -186,7 +191,8 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
 
 
 def synchronize() -> None:
-    """Wait for the GPU to finish queued work (a no-op on NumPy); use it around timings."""
+    """Wait for the GPU to finish queued work (a no-op on NumPy); use it around
+    timings."""
     if _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
 

@@ -59,8 +59,9 @@ def log_matmul_exp(x: Any, a: Any) -> Any:
     return out
 
 
-def forward_recursion(emissions: Any, start: Any, end: Any, transitions: Any,
-                      mask: Any) -> tuple:
+def forward_recursion(
+    emissions: Any, start: Any, end: Any, transitions: Any, mask: Any
+) -> tuple:
     """``alpha`` (T, B, K) and ``log Z`` (B,).
 
     ``alpha[t, b, j]``: the log of the summed exp-scores of every tagging of steps 0..t

@@ -147,9 +147,17 @@ def ctc_forward(log_probs: Any, ext: Any, skip: Any, input_lengths: Any,
     return nll.astype(log_probs.dtype), (emit, alpha)
 
 
-def ctc_vjp(g: Any, ans: Any, log_probs: Any, res: tuple, ext: Any, skip: Any,
-            input_lengths: Any, target_lengths: Any, zero_infinity: bool = False
-            ) -> tuple:
+def ctc_vjp(
+    g: Any,
+    ans: Any,
+    log_probs: Any,
+    res: tuple,
+    ext: Any,
+    skip: Any,
+    input_lengths: Any,
+    target_lengths: Any,
+    zero_infinity: bool = False,
+) -> tuple:
     """d nll / d log y_t(k) = -sum over s with l'_s = k of alpha_t(s) beta_t(s) / p."""
     xp = xp_of(log_probs)
     emit, alpha = res
@@ -158,8 +166,9 @@ def ctc_vjp(g: Any, ans: Any, log_probs: Any, res: tuple, ext: Any, skip: Any,
         occupation = xp.exp(alpha + beta + ans[None, :, None])  # (T, N, 2S+1)
     steps, n, classes = log_probs.shape
     one_hot = ext[:, :, None] == xp.arange(classes)[None, None, :]  # (N, 2S+1, C)
-    per_class = backend.matmul(occupation.transpose(1, 0, 2),
-                               one_hot.astype(log_probs.dtype)).transpose(1, 0, 2)
+    per_class = backend.matmul(
+        occupation.transpose(1, 0, 2), one_hot.astype(log_probs.dtype)
+    ).transpose(1, 0, 2)
     inside = (xp.arange(steps)[:, None] < input_lengths[None, :])[:, :, None]
     grad = xp.where(inside, -per_class, 0.0).astype(log_probs.dtype)
     return (grad * g[None, :, None],)

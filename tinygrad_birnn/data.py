@@ -21,57 +21,99 @@ def _host(a: Any) -> np.ndarray:
     return to_numpy(a.data if isinstance(a, Tensor) else a)
 
 
-def pad_sequences(sequences: Sequence[Any], batch_first: bool = False, padding_value: float = 0.0,
-                  dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stack sequences of shapes ``(L_i, *features)`` into ``(T, B, *features)`` (or ``(B, T, ...)``), T = max L_i.
+def pad_sequences(
+    sequences: Sequence[Any],
+    batch_first: bool = False,
+    padding_value: float = 0.0,
+    dtype: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stack sequences of shapes ``(L_i, *features)`` into ``(T, B, *features)`` (or
+    ``(B, T, ...)``), T = max L_i.
 
-    Returns the padded array and the lengths (int64). Sequence i fills steps 0..L_i - 1; the rest is
-    ``padding_value``. Integer sequences (token ids) stay integer unless ``dtype`` says otherwise.
+    Returns the padded array and the lengths (int64). Sequence i fills steps 0..L_i - 1;
+    the rest is ``padding_value``. Integer sequences (token ids) stay integer unless
+    ``dtype`` says otherwise.
     """
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
-        raise TypeError(f"pad_sequences expects a list of sequences; got {type(sequences).__name__}")
+        raise TypeError(
+            f"pad_sequences expects a list of sequences; got {type(sequences).__name__}"
+        )
     if len(sequences) == 0:
         raise ValueError("pad_sequences needs at least one sequence; got an empty list")
     arrays = [_host(s) for s in sequences]
     for i, a in enumerate(arrays):
         if a.ndim == 0:
-            raise ValueError(f"pad_sequences: sequence {i} is a scalar; each sequence needs a time axis (shape (L, ...))")
+            raise ValueError(
+                f"pad_sequences: sequence {i} is a scalar; each sequence needs a time "
+                "axis (shape (L, ...))"
+            )
         if a.shape[0] == 0:
-            raise ValueError(f"pad_sequences: sequence {i} is empty; every sequence needs at least one step")
+            raise ValueError(
+                f"pad_sequences: sequence {i} is empty; every sequence needs at least "
+                "one step"
+            )
         if a.shape[1:] != arrays[0].shape[1:]:
-            raise ValueError(f"pad_sequences: sequence {i} has feature shape {a.shape[1:]}, expected {arrays[0].shape[1:]} "
-                             "(that of sequence 0); only the first axis, time, may differ")
+            raise ValueError(
+                f"pad_sequences: sequence {i} has feature shape {a.shape[1:]}, expected "
+                f"{arrays[0].shape[1:]} "
+                "(that of sequence 0); only the first axis, time, may differ"
+            )
     lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
     out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(*arrays)
     T, B = int(lengths.max()), len(arrays)
     padded = np.full((B, T) + arrays[0].shape[1:], padding_value, dtype=out_dtype)
     for i, a in enumerate(arrays):
-        padded[i, :a.shape[0]] = a
-    return (padded if batch_first else np.ascontiguousarray(np.swapaxes(padded, 0, 1))), lengths
+        padded[i, : a.shape[0]] = a
+    return (
+        padded if batch_first else np.ascontiguousarray(np.swapaxes(padded, 0, 1))
+    ), lengths
 
 
-def lengths_to_mask(lengths: Any, max_len: int | None = None, batch_first: bool = False,
-                    dtype: Any = np.float32) -> np.ndarray:
-    """mask[t, b] = 1.0 if t < lengths[b] else 0.0, shape (T, B) ((B, T) with batch_first); T = max_len or max(lengths)."""
+def lengths_to_mask(
+    lengths: Any,
+    max_len: int | None = None,
+    batch_first: bool = False,
+    dtype: Any = np.float32,
+) -> np.ndarray:
+    """mask[t, b] = 1.0 if t < lengths[b] else 0.0, shape (T, B) ((B, T) with
+    batch_first); T = max_len or max(lengths)."""
     arr = check_lengths(lengths, longest=max_len)
     T = int(arr.max()) if max_len is None else int(max_len)
     mask = lengths_mask(arr, T, np, shortest=0)[:, :, 0].astype(dtype)
     return mask.T.copy() if batch_first else mask
 
 
-def sequence_cross_entropy(logits: Tensor, targets: Any, lengths: Any, batch_first: bool = False,
-                           reduction: str = "mean") -> Tensor:
+def sequence_cross_entropy(
+    logits: Tensor,
+    targets: Any,
+    lengths: Any,
+    batch_first: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
     """Cross-entropy of per-step predictions, counting only the steps t < lengths[b].
 
-    ``logits`` (T, B, C) ((B, T, C) with batch_first), ``targets`` (T, B) integer classes; 'mean' averages over
-    the sum of the lengths, so padding never dilutes the loss.
+    ``logits`` (T, B, C) ((B, T, C) with batch_first), ``targets`` (T, B) integer
+    classes; 'mean' averages over the sum of the lengths, so padding never dilutes the
+    loss.
     """
     if logits.ndim != 3:
-        raise ValueError(f"sequence_cross_entropy: logits must have shape ({'B, T' if batch_first else 'T, B'}, C); "
-                         f"got {logits.shape}")
-    T, B = (logits.shape[1], logits.shape[0]) if batch_first else (logits.shape[0], logits.shape[1])
+        raise ValueError(
+            "sequence_cross_entropy: logits must have shape "
+            f"({'B, T' if batch_first else 'T, B'}, C); "
+            f"got {logits.shape}"
+        )
+    T, B = (
+        (logits.shape[1], logits.shape[0])
+        if batch_first
+        else (logits.shape[0], logits.shape[1])
+    )
     arr = check_lengths(lengths, B, T)
-    mask = lengths_to_mask(arr, T, batch_first, dtype=np.float64 if logits.dtype == np.float64 else np.float32)
+    mask = lengths_to_mask(
+        arr,
+        T,
+        batch_first,
+        dtype=np.float64 if logits.dtype == np.float64 else np.float32,
+    )
     return F.cross_entropy(logits, targets, mask=mask, reduction=reduction)
 
 

@@ -70,35 +70,54 @@ def _check_mask(mask: Any, shape: tuple, what: str) -> Tensor | None:
     return as_tensor(m.data.astype(np.float64 if m.dtype == np.float64 else np.float32))
 
 
-def cross_entropy(logits: Tensor, targets: Any, mask: Any = None, reduction: str = "mean",
-                  ignore_index: int = -100) -> Tensor:
-    """Mean of -log softmax(logits)[target] over the positions where ``mask`` is nonzero.
+def cross_entropy(
+    logits: Tensor,
+    targets: Any,
+    mask: Any = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> Tensor:
+    """Mean of -log softmax(logits)[target] over the positions where ``mask`` is
+    nonzero.
 
-    ``logits`` is (..., C); ``targets`` holds integer classes of shape (...); ``mask`` (optional, same shape
-    as ``targets``) weights each position, 0 for padding; a target equal to ``ignore_index`` (-100, as in
-    PyTorch) counts as padding too. With a mask, 'mean' divides by the mask's sum; on an empty batch it is
-    nan, as PyTorch's. Logits of -inf (a masked class) are fine: the loss only reads the target's entry.
+    ``logits`` is (..., C); ``targets`` holds integer classes of shape (...); ``mask``
+    (optional, same shape as ``targets``) weights each position, 0 for padding; a target
+    equal to ``ignore_index`` (-100, as in PyTorch) counts as padding too. With a mask,
+    'mean' divides by the mask's sum; on an empty batch it is nan, as PyTorch's. Logits
+    of -inf (a masked class) are fine: the loss only reads the target's entry.
     """
     targets = targets.data if isinstance(targets, Tensor) else targets
     xp = xp_of(logits.data)
     if not isinstance(targets, np.ndarray) and not backend.is_cupy_array(targets):
         targets = np.asarray(targets)
     if not np.issubdtype(targets.dtype, np.integer):
-        raise TypeError(f"cross_entropy: targets must be integer class indices; got dtype {targets.dtype}")
+        raise TypeError(
+            "cross_entropy: targets must be integer class indices; got dtype "
+            f"{targets.dtype}"
+        )
     if logits.ndim == 0 or tuple(targets.shape) != logits.shape[:-1]:
         raise ValueError(
-            f"cross_entropy: targets have shape {tuple(targets.shape)}, expected {logits.shape[:-1]} "
+            f"cross_entropy: targets have shape {tuple(targets.shape)}, expected "
+            f"{logits.shape[:-1]} "
             f"(the logits' shape {logits.shape} without its class axis)"
         )
     n_classes = logits.shape[-1]
     ignored = targets == ignore_index
-    if isinstance(targets, np.ndarray):  # checked on the host only: on a GPU this would force a sync
+    if isinstance(
+        targets, np.ndarray
+    ):  # checked on the host only: on a GPU this would force a sync
         real = targets[~ignored]
         if real.size and (real.min() < 0 or real.max() >= n_classes):
-            raise ValueError(f"cross_entropy: targets must lie in [0, {n_classes}); got values from {real.min()} to "
-                             f"{real.max()} (a target equal to ignore_index={ignore_index} is skipped)")
+            raise ValueError(
+                f"cross_entropy: targets must lie in [0, {n_classes}); got values from "
+                f"{real.min()} to "
+                f"{real.max()} (a target equal to ignore_index={ignore_index} is "
+                "skipped)"
+            )
         if xp is not np:
-            targets, ignored = backend.to_backend(targets, "cupy"), backend.to_backend(ignored, "cupy")
+            targets, ignored = backend.to_backend(targets, "cupy"), backend.to_backend(
+                ignored, "cupy"
+            )
     weight = _check_mask(mask, tuple(targets.shape), "cross_entropy")
     if bool(ignored.any()) if isinstance(ignored, np.ndarray) else True:
         keep = as_tensor((~ignored).astype(logits.dtype))
@@ -107,7 +126,9 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None, reduction: str
     flat = log_softmax(logits, axis=-1).reshape(-1, n_classes)
     rows = xp.arange(flat.shape[0])
     nll = -flat[rows, targets.reshape(-1)].reshape(targets.shape)
-    if weight is not None:  # a masked-out position may hold -inf logits: its loss must not be 0 * inf
+    if (
+        weight is not None
+    ):  # a masked-out position may hold -inf logits: its loss must not be 0 * inf
         nll = where(weight.data != 0, nll, 0.0)
     return _reduce(nll, weight, reduction)
 

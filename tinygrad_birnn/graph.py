@@ -63,7 +63,8 @@ class Node:
 
 
 def topological_order(root: Node) -> list:
-    """Nodes reachable from ``root``, each after all the nodes it depends on (iterative depth-first search)."""
+    """Nodes reachable from ``root``, each after all the nodes it depends on (iterative
+    depth-first search)."""
     order: list = []
     seen: set = set()
     stack: list = [(root, False)]
@@ -76,8 +77,10 @@ def topological_order(root: Node) -> list:
             continue
         if node.freed:
             raise RuntimeError(
-                "backward() through a graph whose saved arrays were released by an earlier backward(); "
-                "pass retain_graph=True to the first backward() to go through the graph twice"
+                "backward() through a graph whose saved arrays were released by an "
+                "earlier backward(); "
+                "pass retain_graph=True to the first backward() to go through the graph "
+                "twice"
             )
         seen.add(id(node))
         stack.append((node, True))
@@ -88,7 +91,8 @@ def topological_order(root: Node) -> list:
 
 
 def backward_pass(root: Any, g: Any, retain_graph: bool) -> None:
-    """Add d(root)/d(leaf), contracted with ``g``, into the ``.grad`` of every leaf ``root`` depends on."""
+    """Add d(root)/d(leaf), contracted with ``g``, into the ``.grad`` of every leaf
+    ``root`` depends on."""
     order = topological_order(root._node)
     for node in order:  # before any gradient is added: a stale graph changes nothing
         node.check_versions()

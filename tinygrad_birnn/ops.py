@@ -23,13 +23,15 @@ from .backend import matmul, scatter_add, xp_of
 
 @dataclass(frozen=True)
 class Primitive:
-    """One differentiable operation: its name, forward, VJP and the formula in one line."""
+    """One differentiable operation: its name, forward, VJP and the formula in one
+    line."""
 
     name: str
     forward: Callable[..., Any]
     vjp: Callable[..., tuple]
     formula: str
-    # a primitive whose forward returns (outputs, residuals): residuals are kept for the VJP as ``res=``
+    # a primitive whose forward returns (outputs, residuals): residuals are kept for the
+    # VJP as ``res=``
     has_residuals: bool = False
 
 
@@ -46,7 +48,8 @@ def defprim(name: str, forward: Callable, vjp: Callable, formula: str, has_resid
 
 
 def unbroadcast(g: Any, shape: tuple) -> Any:
-    """Sum ``g`` over the axes that broadcasting added or stretched, so it has ``shape``."""
+    """Sum ``g`` over the axes that broadcasting added or stretched, so it has
+    ``shape``."""
     if g.shape == tuple(shape):
         return g
     extra = g.ndim - len(shape)
@@ -155,8 +158,10 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
     if b.ndim == 1:
         g2 = xp.expand_dims(g2, -1)
     ga = matmul(g2, xp.swapaxes(b2, -1, -2))
-    if a2.ndim > 2 and b2.ndim == 2:  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
-        k = a2.shape[-1]                # one (k, N) @ (N, n) product instead of a batch of small ones
+    if (
+        a2.ndim > 2 and b2.ndim == 2
+    ):  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
+        k = a2.shape[-1]  # one (k, N) @ (N, n) product instead of a batch of small ones
         rows = int(np.prod(a2.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
         gb = matmul(a2.reshape(rows, k).T, g2.reshape(rows, g2.shape[-1]))
     else:
@@ -245,7 +250,9 @@ def _getitem_vjp(g: Any, ans: Any, x: Any, index: Any) -> tuple:
     if _is_basic_index(index):
         out[index] = g  # a basic index selects each element at most once
     else:
-        scatter_add(out, index, g)  # an integer array may repeat an index: gradients add up
+        scatter_add(
+            out, index, g
+        )  # an integer array may repeat an index: gradients add up
     return (out,)
 
 

@@ -99,7 +99,11 @@ class SGD(Optimizer):
             else:
                 state["velocity"] *= self.momentum
                 state["velocity"] += g
-            g = g + self.momentum * state["velocity"] if self.nesterov else state["velocity"]
+            g = (
+                g + self.momentum * state["velocity"]
+                if self.nesterov
+                else state["velocity"]
+            )
         p.data -= self.lr * g
 
 
@@ -125,7 +129,11 @@ class Adam(Optimizer):
         if xp is not np:
             return self._update_on_gpu(xp, p, g, state)
         if not state:
-            state["step"], state["m"], state["v"] = 0, xp.zeros_like(p.data), xp.zeros_like(p.data)
+            state["step"], state["m"], state["v"] = (
+                0,
+                xp.zeros_like(p.data),
+                xp.zeros_like(p.data),
+            )
         state["step"] += 1
         t, m, v = state["step"], state["m"], state["v"]
         m *= b1
@@ -146,10 +154,11 @@ class Adam(Optimizer):
 
 
 def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> Tensor:
-    """Scale all gradients together so their joint L2 norm is at most ``max_norm``; returns the norm before.
+    """Scale all gradients together so their joint L2 norm is at most ``max_norm``;
+    returns the norm before.
 
-    As in PyTorch the scale min(1, max_norm / (norm + 1e-6)) is applied without asking the host, so no
-    GPU synchronisation happens here.
+    As in PyTorch the scale min(1, max_norm / (norm + 1e-6)) is applied without asking
+    the host, so no GPU synchronisation happens here.
     """
     if isinstance(params, Tensor):
         params = [params]

@@ -17,6 +17,8 @@ from .backend import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401 (re-exported)
 from .graph import Node, backward_pass, topological_order
 from .indexing import plan_index
+from .conversions import ConversionMixin
+from .inplace import InPlaceMixin
 from .ops import PRIMITIVES, Primitive
 from .shapes import check_matmul, normalize_axis as _axis, reduction_args, resolve_shape
 
@@ -24,7 +26,7 @@ _topological_order = topological_order  # the name chapter 3 used; topological_o
 _is_float = dtypes.is_float
 
 
-class Tensor:
+class Tensor(ConversionMixin, InPlaceMixin):
     """An n-dimensional array with an optional gradient, shaped like PyTorch's ``torch.Tensor``.
 
     ``Tensor(data)`` places an independent copy of ``data`` on the current backend. Python floats and lists
@@ -75,62 +77,6 @@ class Tensor:
                       doc="The backend the data lives on: 'numpy' (host) or 'cupy' (GPU).")
     is_leaf = property(lambda self: self._node is None, doc="True for tensors made by the user, not by an op.")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))), doc="The tensor with its axes reversed.")
-
-    def dim(self) -> int:
-        """The number of axes (PyTorch's name)."""
-        return self.ndim
-
-    def numel(self) -> int:
-        """The number of elements (PyTorch's name)."""
-        return self.size
-
-    def __len__(self) -> int:
-        if self.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
-        return len(self.data)
-
-    def __bool__(self) -> bool:
-        if self.size != 1:
-            raise RuntimeError(
-                f"the truth value of a tensor with {self.size} elements (shape {self.shape}) is ambiguous: "
-                "use .any() or .all(), or compare a single element")
-        return bool(self.data.item())
-
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    def __index__(self) -> int:
-        if self.size != 1 or self.dtype.kind not in "iu":
-            raise TypeError(f"only a single-element integer tensor can be used as an index; got {self.dtype} "
-                            f"of shape {self.shape}")
-        return int(self.item())
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        host = backend.to_numpy(self.data)
-        return host if dtype is None else host.astype(dtype)
-
-    def __repr__(self) -> str:
-        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4, prefix="Tensor(")
-        extra = ", requires_grad=True" if self.requires_grad else ""
-        if self.dtype != np.float32:
-            extra = f", dtype={self.dtype}" + extra
-        return f"Tensor({body}{extra})"
-
-    def numpy(self) -> np.ndarray:
-        """A host (NumPy) copy of the data, detached from the graph."""
-        return backend.to_numpy(self.data)
-
-    def item(self) -> Any:
-        """The value of a single-element tensor as a Python number."""
-        if self.data.size != 1:
-            raise ValueError(f"item() needs a single-element tensor; got shape {self.shape}")
-        return self.data.item()
-
-    def tolist(self) -> Any:
-        return self.numpy().tolist()
 
     def any(self) -> "Tensor":
         return Tensor._make(self.data.any(), False, None)
@@ -192,19 +138,22 @@ class Tensor:
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Add d(self)/d(leaf) contracted with ``grad`` into every leaf's ``.grad``.
 
-        ``grad`` may be left out only for a single-element tensor (it is then 1). The graph (its saved
-        arrays and its links to intermediate tensors) is released afterwards unless ``retain_graph=True``.
-        Raises if a tensor the graph used was changed in place since (version counters, as PyTorch).
+        ``grad`` may be left out only for a single-element tensor (it is then 1). The
+        graph (its saved arrays and its links to intermediate tensors) is released
+        afterwards unless ``retain_graph=True``. Raises if a tensor the graph used was
+        changed in place since (version counters, as PyTorch).
         """
         if not self.requires_grad:
             raise RuntimeError(
-                "backward() on a tensor that does not require grad: none of its inputs has requires_grad=True, "
+                "backward() on a tensor that does not require grad: none of its inputs "
+                "has requires_grad=True, "
                 "or it was computed under no_grad()"
             )
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
-                    f"backward() without a gradient needs a single-element output; got shape {self.shape}: "
+                    "backward() without a gradient needs a single-element output; got "
+                    f"shape {self.shape}: "
                     "pass grad= with that shape"
                 )
             g = xp_of(self.data).ones_like(self.data)
@@ -214,7 +163,10 @@ class Tensor:
                 g = xp_of(self.data).asarray(g, dtype=self.dtype)
             xp_of(g, self.data)
             if tuple(g.shape) != self.shape:
-                raise ValueError(f"backward(): grad has shape {tuple(g.shape)}, expected {self.shape} (the tensor's shape)")
+                raise ValueError(
+                    f"backward(): grad has shape {tuple(g.shape)}, expected "
+                    f"{self.shape} (the tensor's shape)"
+                )
             g = g.astype(self.dtype, copy=False)
         if self._node is None:
             self._accumulate(g)
@@ -226,77 +178,6 @@ class Tensor:
             self.grad = Tensor._make(xp_of(g).array(g, dtype=self.dtype, copy=True), False, None)
         else:
             self.grad.data += g
-
-    # --- in place -------------------------------------------------------------------------------------------
-    def bump_version(self) -> None:
-        """Count an in-place change of the data, so a graph that saved the old values refuses to use them
-        (optimizers and ``load_state_dict`` call it after they write into ``.data``)."""
-        self._version += 1
-
-    _bump = bump_version
-
-    def _inplace(self, name: str, other: Any) -> "Tensor":
-        if is_grad_enabled() and self.requires_grad:
-            if self.is_leaf:
-                raise RuntimeError(
-                    f"in-place {name} on a leaf tensor that requires grad: wrap it in `with no_grad():` "
-                    "(as an optimizer step does), or use the out-of-place operator")
-            return NotImplemented  # inside a graph: Python falls back to the out-of-place operator
-        value = other.data if isinstance(other, Tensor) else other
-        result = dtypes.result_type(self.data, value) if name != "div" else dtypes.float_result(
-            dtypes.result_type(self.data, value))
-        if dtypes.promote_types(result, self.dtype) != self.dtype:
-            raise TypeError(f"in-place {name}: the result type {result} cannot be stored in a tensor of dtype "
-                            f"{self.dtype}")
-        if hasattr(value, "shape") and np.broadcast_shapes(self.shape, tuple(value.shape)) != self.shape:
-            raise ValueError(f"in-place {name}: a tensor of shape {tuple(value.shape)} cannot be broadcast "
-                             f"to this tensor's shape {self.shape}")
-        xp_of(self.data, value)
-        getattr(self.data, {"add": "__iadd__", "sub": "__isub__", "mul": "__imul__", "div": "__itruediv__",
-                            "copy": "__setitem__"}[name])(*((Ellipsis, value) if name == "copy" else (value,)))
-        self._bump()
-        return self
-
-    def __iadd__(self, other: Any) -> "Tensor":
-        return self._inplace("add", other)
-
-    def __isub__(self, other: Any) -> "Tensor":
-        return self._inplace("sub", other)
-
-    def __imul__(self, other: Any) -> "Tensor":
-        return self._inplace("mul", other)
-
-    def __itruediv__(self, other: Any) -> "Tensor":
-        return self._inplace("div", other)
-
-    def add_(self, other: Any, alpha: float = 1.0) -> "Tensor":
-        return self._checked_inplace("add", other if alpha == 1 else other * alpha)
-
-    def sub_(self, other: Any, alpha: float = 1.0) -> "Tensor":
-        return self._checked_inplace("sub", other if alpha == 1 else other * alpha)
-
-    def mul_(self, other: Any) -> "Tensor":
-        return self._checked_inplace("mul", other)
-
-    def div_(self, other: Any) -> "Tensor":
-        return self._checked_inplace("div", other)
-
-    def copy_(self, source: Any) -> "Tensor":
-        src = source.data if isinstance(source, Tensor) else source
-        return self._checked_inplace("copy", src.astype(self.dtype) if hasattr(src, "astype") else src)
-
-    def zero_(self) -> "Tensor":
-        return self._checked_inplace("mul", 0)
-
-    def fill_(self, value: Any) -> "Tensor":
-        return self._checked_inplace("copy", value)
-
-    def _checked_inplace(self, name: str, other: Any) -> "Tensor":
-        out = self._inplace(name, other)
-        if out is NotImplemented:
-            raise RuntimeError(f"{name}_ on a tensor inside a graph that requires grad is not supported; "
-                               "use the out-of-place operation")
-        return out
 
     # --- operators -------------------------------------------------------------------------------------------
     def _lift(self, other: Any) -> "Tensor":
@@ -550,16 +431,6 @@ class Tensor:
             out = apply(PRIMITIVES["getitem"], out, index=step if len(step) != 1 else step[0])
         return out
 
-    def __setitem__(self, index: Any, value: Any) -> None:
-        if is_grad_enabled() and self.requires_grad:
-            raise RuntimeError("item assignment on a tensor that requires grad is not supported: build the "
-                               "result with where() or concatenate(), or assign under no_grad()")
-        v = value.data if isinstance(value, Tensor) else value
-        steps = plan_index(index, self.data)
-        if len(steps) != 1:
-            raise IndexError("assignment through an index that mixes integers and arrays is not supported")
-        self.data[steps[0] if len(steps[0]) != 1 else steps[0][0]] = v
-        self._bump()
 
 
 def _cast(t: Tensor, dtype: Any) -> Tensor:
@@ -572,7 +443,8 @@ def _cast(t: Tensor, dtype: Any) -> Tensor:
 
 
 def apply(prim: Primitive, *inputs: Tensor, **params: Any) -> Any:
-    """Run ``prim`` on the inputs' arrays; record a node when a gradient will be needed."""
+    """Run ``prim`` on the inputs' arrays; record a node when a gradient will be
+    needed."""
     arrays = tuple(t.data for t in inputs)
     out = prim.forward(*arrays, **params)
     res = None

@@ -57,14 +57,16 @@ class CRF(Module):
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}"
 
-    def forward(self, emissions: Tensor, tags: Any, mask: Any = None,
-                reduction: str = "sum") -> Tensor:
+    def forward(
+        self, emissions: Tensor, tags: Any, mask: Any = None, reduction: str = "sum"
+    ) -> Tensor:
         """The log-likelihood log P(tags | emissions): (B,) with ``reduction='none'``,
         else a scalar: summed ('sum'), averaged over the sequences ('mean') or over
         the unmasked steps ('token_mean')."""
         if reduction not in REDUCTIONS:
-            raise ValueError(f"invalid reduction: {reduction!r} "
-                             f"(expected one of {REDUCTIONS})")
+            raise ValueError(
+                f"invalid reduction: {reduction!r} " f"(expected one of {REDUCTIONS})"
+            )
         emissions, tags, mask = self._validate(emissions, tags, mask)
         params = (self.start_transitions, self.end_transitions, self.transitions)
         numerator = chain.sequence_score(emissions, tags, *params, mask=mask)

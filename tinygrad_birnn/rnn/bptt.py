@@ -44,8 +44,11 @@ def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
     return pre.reshape(T, B, pre.shape[-1]), w_ih
 
 
-def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad: bool) -> tuple:
-    """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db = sum dpre (one matmul each)."""
+def input_grads(
+    xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad: bool
+) -> tuple:
+    """From the pre-activation deltas of all steps: dx = dpre W_ih, dW_ih = dpre^T x, db
+    = sum dpre (one matmul each)."""
     T, B, I = x.shape
     flat = dpre.reshape(T * B, dpre.shape[-1])
     dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
@@ -59,7 +62,9 @@ def input_grads(xp: Any, x: Any, dpre: Any, w_ih: Any, w: list, needs_input_grad
 def hidden_weight_grad(delta: Any, h_before: Any) -> Any:
     """dW_hh = sum_t delta_t^T h_{t-1}, one (G*H, T*B) @ (T*B, H) matmul."""
     T, B, GH = delta.shape
-    return matmul(delta.reshape(T * B, GH).T, h_before.reshape(T * B, h_before.shape[-1]))
+    return matmul(
+        delta.reshape(T * B, GH).T, h_before.reshape(T * B, h_before.shape[-1])
+    )
 
 
 def pack_grads(dx: Any, dstates: Sequence, dw_ih: list, dw_hh: list, db_ih: list, db_hh: list, bias: bool) -> tuple:
@@ -77,36 +82,80 @@ def _rows(buffers: Sequence, steps: int) -> list:
     return list(zip(*[[None] * steps if b is None else b for b in buffers]))
 
 
-def forward_loop(cell: Cell, product: Any, pre: Any, mask: Any, states: Sequence, saved: Sequence,
-                 **params: Any) -> None:
-    """Run a chain: for each step s, cell.forward(product(h_s), pre[s], states[s], mask[s], saved[s], states[s+1]).
+def forward_loop(
+    cell: Cell,
+    product: Any,
+    pre: Any,
+    mask: Any,
+    states: Sequence,
+    saved: Sequence,
+    **params: Any
+) -> None:
+    """Run a chain: for each step s, cell.forward(product(h_s), pre[s], states[s],
+    mask[s], saved[s], states[s+1]).
 
-    ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed by step, or None."""
+    ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed
+    by step, or None.
+    """
     T = pre.shape[0]
     rows, kept = _rows(states, T + 1), _rows(saved, T)
-    pres, masks, h = list(pre), [None] * T if mask is None else list(mask), list(states[0])  # views, made in C
+    pres, masks, h = (
+        list(pre),
+        [None] * T if mask is None else list(mask),
+        list(states[0]),
+    )  # views, made in C
     forward = cell.forward
     for s in range(T):
-        forward(product(h[s]), pres[s], rows[s], masks[s], kept[s], rows[s + 1], **params)
+        forward(
+            product(h[s]), pres[s], rows[s], masks[s], kept[s], rows[s + 1], **params
+        )
 
 
-def backward_loop(cell: Cell, product: Any, dh_last: Any, g: Any, mask: Any, states: Sequence, saved: Sequence,
-                  delta: Any, delta_input: Any, carries: Sequence, **params: Any) -> Any:
-    """Walk a chain backwards: step s takes the delta of step s+1 through W_hh (``dh_last`` after the last step),
-    reads carries[s+1] and writes carries[s] and delta[s] (and delta_input[s] for the GRU). The cell's local
-    derivatives are prepared for all steps first. Returns the product of delta[0], the part of dE/dh_0 that went
+def backward_loop(
+    cell: Cell,
+    product: Any,
+    dh_last: Any,
+    g: Any,
+    mask: Any,
+    states: Sequence,
+    saved: Sequence,
+    delta: Any,
+    delta_input: Any,
+    carries: Sequence,
+    **params: Any
+) -> Any:
+    """Walk a chain backwards: step s takes the delta of step s+1 through W_hh
+    (``dh_last`` after the last step), reads carries[s+1] and writes carries[s] and
+    delta[s] (and delta_input[s] for the GRU). The cell's local derivatives are prepared
+    for all steps first. Returns the product of delta[0], the part of dE/dh_0 that went
     through W_hh."""
     T = g.shape[0]
-    prepared = cell.prepare_backward(tuple(saved), tuple(s[:-1] for s in states), tuple(s[1:] for s in states),
-                                     mask, **params)
+    prepared = cell.prepare_backward(
+        tuple(saved),
+        tuple(s[:-1] for s in states),
+        tuple(s[1:] for s in states),
+        mask,
+        **params
+    )
     rows, kept, carry = _rows(states, T + 1), _rows(prepared, T), _rows(carries, T + 1)
-    gs, deltas = list(g), list(delta)                   # views, made in C
+    gs, deltas = list(g), list(delta)  # views, made in C
     masks = [None] * T if mask is None else list(mask)
     inputs = [None] * T if delta_input is None else list(delta_input)
     backward, dh_next = cell.backward, dh_last
     for s in reversed(range(T)):
-        backward(dh_next, carry[s + 1], gs[s], kept[s], rows[s], rows[s + 1], masks[s], deltas[s], inputs[s],
-                 carry[s], **params)
+        backward(
+            dh_next,
+            carry[s + 1],
+            gs[s],
+            kept[s],
+            rows[s],
+            rows[s + 1],
+            masks[s],
+            deltas[s],
+            inputs[s],
+            carry[s],
+            **params
+        )
         dh_next = product(deltas[s])
     return dh_next
 
@@ -138,11 +187,19 @@ def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bo
     return {}
 
 
-def layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
-                   needs_input_grad: bool = True) -> tuple:
-    """Each direction's chain over time, one step function per step. Returns (output, *final states)."""
+def layer_forward(
+    x: Any,
+    *args: Any,
+    cell: str,
+    nonlinearity: str = "tanh",
+    mask: Any = None,
+    bias: bool = True,
+    needs_input_grad: bool = True
+) -> tuple:
+    """Each direction's chain over time, one step function per step. Returns (output,
+    *final states)."""
     spec = CELLS[cell]
-    initial, weights = args[:spec.states], args[spec.states:]
+    initial, weights = args[: spec.states], args[spec.states :]
     xp = xp_of(x, *args)
     w = unpack_weights(weights, bias)
     dtype = np.result_type(*[a.dtype for a in (x, *args)])
@@ -157,54 +214,100 @@ def layer_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mas
         saved = tuple(xp.empty((T, B, k * H), dtype=dtype) for k in spec.saved)
         product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
         m = None if mask is None else in_schedule_order(mask, d)
-        forward_loop(spec, product, in_schedule_order(pre[:, :, d * GH:(d + 1) * GH], d), m, states, saved,
-                     **cell_params(spec, nonlinearity, None if w[d][3] is None else w[d][3].astype(dtype, copy=False)))
+        forward_loop(
+            spec,
+            product,
+            in_schedule_order(pre[:, :, d * GH : (d + 1) * GH], d),
+            m,
+            states,
+            saved,
+            **cell_params(
+                spec,
+                nonlinearity,
+                None if w[d][3] is None else w[d][3].astype(dtype, copy=False),
+            )
+        )
         runs.append((states, saved))
     out = xp.empty((T, B, D * H), dtype=dtype)
     for d, (states, _) in enumerate(runs):
         h = in_schedule_order(states[0][1:], d)
         if mask is None:
-            out[:, :, d * H:(d + 1) * H] = h
+            out[:, :, d * H : (d + 1) * H] = h
         else:
-            xp.multiply(h, mask, out=out[:, :, d * H:(d + 1) * H])
-    finals = tuple(xp.stack([states[k][T] for states, _ in runs]) for k in range(spec.states))
+            xp.multiply(h, mask, out=out[:, :, d * H : (d + 1) * H])
+    finals = tuple(
+        xp.stack([states[k][T] for states, _ in runs]) for k in range(spec.states)
+    )
     return (out, *finals), (runs, w_ih)
 
 
-def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str, nonlinearity: str = "tanh",
-               mask: Any = None, bias: bool = True, needs_input_grad: bool = True) -> tuple:
-    """BPTT: each direction's chain walked backwards, one backward step function per step."""
+def layer_vjp(
+    g: tuple,
+    ans: tuple,
+    x: Any,
+    *args: Any,
+    res: tuple,
+    cell: str,
+    nonlinearity: str = "tanh",
+    mask: Any = None,
+    bias: bool = True,
+    needs_input_grad: bool = True
+) -> tuple:
+    """BPTT: each direction's chain walked backwards, one backward step function per
+    step."""
     spec = CELLS[cell]
     runs, w_ih = res
     g_out, g_states = g[0], g[1:]
     xp = xp_of(g_out)
-    w = unpack_weights(args[spec.states:], bias)
+    w = unpack_weights(args[spec.states :], bias)
     dtype = runs[0][0][0].dtype
     (T, B, _), D, H = x.shape, len(w), runs[0][0][0].shape[-1]
     GH = spec.gates * H
-    dpre = xp.empty((T, B, D * GH), dtype=dtype)        # deltas of the input projections, in time order
+    dpre = xp.empty(
+        (T, B, D * GH), dtype=dtype
+    )  # deltas of the input projections, in time order
     dstates, dw_hh, db_hh = [[] for _ in range(spec.states)], [], []
     for d, (states, saved) in enumerate(runs):
-        block = in_schedule_order(dpre[:, :, d * GH:(d + 1) * GH], d)
+        block = in_schedule_order(dpre[:, :, d * GH : (d + 1) * GH], d)
         delta = xp.empty((T, B, GH), dtype=dtype) if spec.bias_inside else block
-        carries = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
-        carries[0][T] = 0                                # skip: nothing bypasses W_hh after the last step
+        carries = tuple(
+            xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states)
+        )
+        carries[0][T] = 0  # skip: nothing bypasses W_hh after the last step
         if mask is None and not steps.is_cupy_array(dpre) and not spec.direct_path:
-            carries = (None,) + carries[1:]              # ... nor anywhere else, without padding
+            carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
         for buffer, gk in zip(carries[1:], g_states[1:]):
-            buffer[T] = gk[d]                            # dE/dc after the last step
+            buffer[T] = gk[d]  # dE/dc after the last step
         product = Product(xp, w[d][1].astype(dtype, copy=False), B)
         m = None if mask is None else in_schedule_order(mask, d)
-        g_d = in_schedule_order(g_out[:, :, d * H:(d + 1) * H], d)
-        through = backward_loop(spec, product, g_states[0][d].astype(dtype), g_d, m, states, saved, delta,
-                                block[..., 2 * H:] if spec.bias_inside else None, carries,
-                                **cell_params(spec, nonlinearity, backward=True))
-        dstates[0].append(through.copy() if carries[0] is None else carries[0][0] + through)
+        g_d = in_schedule_order(g_out[:, :, d * H : (d + 1) * H], d)
+        through = backward_loop(
+            spec,
+            product,
+            g_states[0][d].astype(dtype),
+            g_d,
+            m,
+            states,
+            saved,
+            delta,
+            block[..., 2 * H :] if spec.bias_inside else None,
+            carries,
+            **cell_params(spec, nonlinearity, backward=True)
+        )
+        dstates[0].append(
+            through.copy() if carries[0] is None else carries[0][0] + through
+        )
         for k in range(1, spec.states):
             dstates[k].append(carries[k][0])
-        dw_hh.append(hidden_weight_grad(in_schedule_order(delta, d), in_schedule_order(states[0][:-1], d)))
+        dw_hh.append(
+            hidden_weight_grad(
+                in_schedule_order(delta, d), in_schedule_order(states[0][:-1], d)
+            )
+        )
         if spec.bias_inside:
-            block[..., :2 * H] = delta[..., :2 * H]      # r and z: the same delta on both sides
+            block[..., : 2 * H] = delta[
+                ..., : 2 * H
+            ]  # r and z: the same delta on both sides
             db_hh.append(in_schedule_order(delta, d).sum(axis=(0, 1)) if bias else None)
     dx, dw_ih, db = input_grads(xp, x, dpre, w_ih, w, needs_input_grad)
     if not spec.bias_inside:

@@ -20,53 +20,81 @@ from ..functions import concatenate, stack, unstack
 from ..tensor import Tensor
 
 
-def rnn_cell(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None = None,
-             bias_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
+def rnn_cell(
+    x: Tensor,
+    h: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    nonlinearity: str = "tanh",
+) -> Tensor:
     """h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)   (or relu)."""
     a = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
     return a.tanh() if nonlinearity == "tanh" else a.relu()
 
 
-def lstm_cell(x: Tensor, state: tuple, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None = None,
-              bias_hh: Tensor | None = None) -> tuple:
-    """Gates i, f, g, o from x W_ih^T + b_ih + h W_hh^T + b_hh; c' = f*c + i*g; h' = o*tanh(c')."""
+def lstm_cell(
+    x: Tensor,
+    state: tuple,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> tuple:
+    """Gates i, f, g, o from x W_ih^T + b_ih + h W_hh^T + b_hh; c' = f*c + i*g; h' =
+    o*tanh(c')."""
     h, c = state
     H = h.shape[-1]
     gates = F.linear(x, weight_ih, bias_ih) + F.linear(h, weight_hh, bias_hh)
-    i = gates[..., 0 * H:1 * H].sigmoid()  # input gate
-    f = gates[..., 1 * H:2 * H].sigmoid()  # forget gate
-    g = gates[..., 2 * H:3 * H].tanh()     # candidate cell
-    o = gates[..., 3 * H:4 * H].sigmoid()  # output gate
+    i = gates[..., 0 * H : 1 * H].sigmoid()  # input gate
+    f = gates[..., 1 * H : 2 * H].sigmoid()  # forget gate
+    g = gates[..., 2 * H : 3 * H].tanh()  # candidate cell
+    o = gates[..., 3 * H : 4 * H].sigmoid()  # output gate
     c = f * c + i * g
     h = o * c.tanh()
     return h, c
 
 
-def gru_cell(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None = None,
-             bias_hh: Tensor | None = None) -> Tensor:
-    """r, z = sigmoid(...); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1 - z)*n + z*h."""
+def gru_cell(
+    x: Tensor,
+    h: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> Tensor:
+    """r, z = sigmoid(...); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h' = (1 - z)*n
+    + z*h."""
     H = h.shape[-1]
     gx = F.linear(x, weight_ih, bias_ih)  # input side, blocks (r, z, n)
     gh = F.linear(h, weight_hh, bias_hh)  # hidden side, blocks (r, z, n)
-    r = (gx[..., 0 * H:1 * H] + gh[..., 0 * H:1 * H]).sigmoid()  # reset gate
-    z = (gx[..., 1 * H:2 * H] + gh[..., 1 * H:2 * H]).sigmoid()  # update gate
-    n = (gx[..., 2 * H:3 * H] + r * gh[..., 2 * H:3 * H]).tanh()  # candidate state
+    r = (gx[..., 0 * H : 1 * H] + gh[..., 0 * H : 1 * H]).sigmoid()  # reset gate
+    z = (gx[..., 1 * H : 2 * H] + gh[..., 1 * H : 2 * H]).sigmoid()  # update gate
+    n = (gx[..., 2 * H : 3 * H] + r * gh[..., 2 * H : 3 * H]).tanh()  # candidate state
     return (1 - z) * n + z * h
 
 
 def keep_where(m: Tensor, new: Any, old: Any) -> Any:
-    """m*new + (1-m)*old for a state or an (h, c) pair: the state moves on only where m = 1."""
+    """m*new + (1-m)*old for a state or an (h, c) pair: the state moves on only where m
+    = 1."""
     if isinstance(new, tuple):
         return tuple(keep_where(m, a, b) for a, b in zip(new, old))
     return m * new + (1 - m) * old
 
 
-def run_direction(step: Callable, inputs: Sequence[Tensor], state: Any, masks: Sequence[Tensor] | None = None,
-                  reverse: bool = False) -> tuple:
-    """One direction of a layer: state_t = step(x_t, state_{t-1}) for t = 0..T-1 (T-1..0 when reverse).
+def run_direction(
+    step: Callable,
+    inputs: Sequence[Tensor],
+    state: Any,
+    masks: Sequence[Tensor] | None = None,
+    reverse: bool = False,
+) -> tuple:
+    """One direction of a layer: state_t = step(x_t, state_{t-1}) for t = 0..T-1 (T-1..0
+    when reverse).
 
-    ``masks[t]`` (B, 1) is 1 while t < len_b: elsewhere the state stays as it was and the output is 0.
-    Returns the T outputs h_t (in time order) and the final state.
+    ``masks[t]`` (B, 1) is 1 while t < len_b: elsewhere the state stays as it was and
+    the output is 0. Returns the T outputs h_t (in time order) and the final state.
     """
     T = len(inputs)
     outputs: list = [None] * T

@@ -170,25 +170,38 @@ def _flags(mask: Any) -> Any:
 
 
 # --- Elman RNN --------------------------------------------------------------------------------------------------
-def rnn_step_forward(z: Any, pre: Any, prev: tuple, mask: Any, saved: tuple, new: tuple,
-                     nonlinearity: str = "tanh") -> None:
+def rnn_step_forward(
+    z: Any,
+    pre: Any,
+    prev: tuple,
+    mask: Any,
+    saved: tuple,
+    new: tuple,
+    nonlinearity: str = "tanh",
+) -> None:
     """rnn_forward_{tanh,relu}: h = m ? act(z + pre) : h_prev."""
     (h_prev,), (h,) = prev, new
     if is_cupy_array(h):
         z = parts_of(z)
-        return launch(f"rnn_forward_{nonlinearity}", len(z), *z, pre, h_prev, _flags(mask), h)
+        return launch(
+            f"rnn_forward_{nonlinearity}", len(z), *z, pre, h_prev, _flags(mask), h
+        )
     _add_parts(z, pre, h)
     if nonlinearity == "tanh":
         np.tanh(h, out=h)
     else:
         np.maximum(h, 0, out=h)
-    if mask is not None:                              # h = m ? h : h_prev
+    if mask is not None:  # h = m ? h : h_prev
         np.copyto(h, h_prev, where=~mask)
 
 
-def rnn_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any, nonlinearity: str = "tanh") -> tuple:
-    """What the NumPy backward step reads besides ``saved``, for all steps at once (arrays indexed by step):
-    m act'(a), from h = act(a). A kernel computes it inline, so on a GPU ``saved`` comes back as it is."""
+def rnn_prepare_backward(
+    saved: tuple, prev: tuple, new: tuple, mask: Any, nonlinearity: str = "tanh"
+) -> tuple:
+    """What the NumPy backward step reads besides ``saved``, for all steps at once
+    (arrays indexed by step): m act'(a), from h = act(a). A kernel computes it inline,
+    so on a GPU ``saved`` comes back as it is.
+    """
     (h,) = new
     if is_cupy_array(h):
         return saved
@@ -202,21 +215,43 @@ def rnn_prepare_backward(saved: tuple, prev: tuple, new: tuple, mask: Any, nonli
     return saved + (deriv,)
 
 
-def rnn_step_backward(dh_next: Any, carry: tuple, g: Any, saved: tuple, prev: tuple, new: tuple, mask: Any,
-                      delta: Any, delta_input: Any, carry_out: tuple, nonlinearity: str = "tanh") -> None:
-    """rnn_backward_{tanh,relu}: dh = dh_next + skip + m g; delta = m dh act'(a) (tanh' = 1 - h^2,
-    relu' = [h > 0]); skip_out = (1 - m) dh."""
+def rnn_step_backward(
+    dh_next: Any,
+    carry: tuple,
+    g: Any,
+    saved: tuple,
+    prev: tuple,
+    new: tuple,
+    mask: Any,
+    delta: Any,
+    delta_input: Any,
+    carry_out: tuple,
+    nonlinearity: str = "tanh",
+) -> None:
+    """rnn_backward_{tanh,relu}: dh = dh_next + skip + m g; delta = m dh act'(a) (tanh'
+    = 1 - h^2, relu' = [h > 0]); skip_out = (1 - m) dh."""
     (skip,), (h,), (skip_out,) = carry, new, carry_out
     if is_cupy_array(h):
         dh_next = parts_of(dh_next)
-        return launch(f"rnn_backward_{nonlinearity}", len(dh_next), *dh_next, skip, g, h, _flags(mask), delta,
-                      skip_out)
-    (deriv,) = saved                                     # m act'(a), from rnn_prepare_backward
-    if skip_out is None:                                 # no padding: skip is zero, dh is built in delta
+        return launch(
+            f"rnn_backward_{nonlinearity}",
+            len(dh_next),
+            *dh_next,
+            skip,
+            g,
+            h,
+            _flags(mask),
+            delta,
+            skip_out,
+        )
+    (deriv,) = saved  # m act'(a), from rnn_prepare_backward
+    if skip_out is None:  # no padding: skip is zero, dh is built in delta
         _add_parts(dh_next, g, delta)
         delta *= deriv
         return
-    dh = _gradient_in(dh_next, skip, g, mask, skip_out)  # built in skip_out, which keeps (1 - m) dh at the end
+    dh = _gradient_in(
+        dh_next, skip, g, mask, skip_out
+    )  # built in skip_out, which keeps (1 - m) dh at the end
     np.multiply(dh, deriv, out=delta)
     if mask is None:
         dh.fill(0)
