@@ -213,3 +213,11 @@ def test_a_training_loop_that_keeps_its_losses_holds_little_memory():
     tracemalloc.stop()
     per_step = held / 200
     assert per_step < 4_000, f"{per_step:.0f} bytes held per step"  # one activation alone is 64 KB
+
+
+def test_grad_fn_names_the_operation_that_made_a_tensor():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * 2).sum()
+    assert x.grad_fn is None and y.grad_fn.prim.name == "sum"
+    with tg.no_grad():
+        assert (x * 2).grad_fn is None

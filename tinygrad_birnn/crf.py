@@ -24,7 +24,7 @@ import numpy as np
 from . import backend
 from .backend import xp_of
 from .ops import defprim
-from .tensor import Tensor, apply
+from .tensor import Tensor, apply, as_tensor
 
 
 def logsumexp(x: Any, axis: int) -> Any:
@@ -167,7 +167,7 @@ def sequence_score(emissions: Tensor, tags: Any, start: Tensor, end: Tensor, tra
     xp = xp_of(emissions.data)
     m = check_mask(mask, T, B, xp)
     y = tags.data if isinstance(tags, Tensor) else tags
-    on = Tensor._make(m.astype(emissions.dtype), False, None)
+    on = as_tensor(m.astype(emissions.dtype))
     batch = xp.arange(B)
     score = start[y[0]] + (emissions[xp.arange(T)[:, None], batch[None, :], y] * on).sum(axis=0)
     if T > 1:

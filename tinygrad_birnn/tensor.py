@@ -76,6 +76,9 @@ class Tensor(ConversionMixin, InPlaceMixin):
     device = property(lambda self: "cupy" if backend.is_cupy_array(self.data) else "numpy",
                       doc="The backend the data lives on: 'numpy' (host) or 'cupy' (GPU).")
     is_leaf = property(lambda self: self._node is None, doc="True for tensors made by the user, not by an op.")
+    grad_fn = property(lambda self: self._node,
+                       doc="The graph node (see :mod:`tinygrad_birnn.graph`) of the operation that made this "
+                           "tensor, or None for a leaf or without grad mode, as PyTorch's ``grad_fn``.")
     T = property(lambda self: self.permute(*reversed(range(self.ndim))), doc="The tensor with its axes reversed.")
 
     def any(self) -> "Tensor":
