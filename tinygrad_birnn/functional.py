@@ -142,10 +142,13 @@ def mse_loss(prediction: Tensor, target: Any, mask: Any = None, reduction: str =
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
-    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1); got {p}")
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not training.
+    With p = 1 every element is zeroed, as in PyTorch."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
     if not training or p == 0.0:
         return x
+    if p == 1.0:
+        return x * 0.0
     keep = (backend.uniform_like(x.data) >= p).astype(x.dtype) / (1.0 - p)
     return x * as_tensor(keep)

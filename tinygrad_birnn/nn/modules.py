@@ -69,6 +69,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; every subclass defines it. Call the module, not ``forward``."""
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -76,6 +77,7 @@ class Module:
 
     # --- traversal --------------------------------------------------------------------------------------------
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(dotted name, module) for this module and every submodule, each once, depth first."""
         stack, seen = [(prefix, self)], set()
         while stack:
             name, module = stack.pop()
@@ -91,9 +93,11 @@ class Module:
         return iter(list(self._modules.items()))
 
     def children(self) -> Iterator["Module"]:
+        """The direct submodules, in registration order."""
         return (m for _, m in self.named_children())
 
     def modules(self) -> Iterator["Module"]:
+        """This module and every submodule, each once (shared ones too), depth first."""
         return (m for _, m in self.named_modules())
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
@@ -106,9 +110,11 @@ class Module:
                     yield (f"{name}.{pname}" if name else pname), p
 
     def parameters(self) -> Iterator[Parameter]:
+        """Every parameter of this module and its submodules, each once, in registration order."""
         return (p for _, p in self.named_parameters())
 
     def num_parameters(self) -> int:
+        """The number of trained numbers: the sum of the parameters' sizes."""
         return sum(p.size for p in self.parameters())
 
     # --- state ------------------------------------------------------------------------------------------------
@@ -153,11 +159,13 @@ class Module:
 
     # --- modes, gradients, dtypes, devices ------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
+        """Training mode (``mode=True``) or evaluation mode for this module and every submodule."""
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
     def eval(self) -> "Module":
+        """Evaluation mode (dropout off): ``train(False)``; returns the module."""
         return self.train(False)
 
     def zero_grad(self) -> None:
@@ -177,12 +185,15 @@ class Module:
         return self
 
     def double(self) -> "Module":
+        """Every parameter cast to float64, in place; returns the module."""
         return self.to(np.float64)
 
     def float(self) -> "Module":
+        """Every parameter cast to float32, in place; returns the module."""
         return self.to(np.float32)
 
     def extra_repr(self) -> str:
+        """What ``repr`` shows inside the parentheses (subclasses override it)."""
         return ""
 
     def __repr__(self) -> str:
@@ -196,7 +207,29 @@ class Module:
 
 
 class Linear(Module):
-    """y = x W^T + b; W is (out_features, in_features); both drawn from U(-1/sqrt(in), 1/sqrt(in))."""
+    """A fully connected layer, y = x W^T + b, as ``torch.nn.Linear``.
+
+    Args:
+        in_features: size of each input's last axis.
+        out_features: size of each output's last axis.
+        bias: add the learned bias ``b`` (default True).
+        dtype: dtype of the parameters (default float32).
+
+    Attributes:
+        weight: (out_features, in_features), drawn from U(-k, k) with k = 1/sqrt(in_features).
+        bias: (out_features,), drawn from the same distribution, or None.
+
+    Shape:
+        - Input: ``(*, in_features)``, any number of leading axes.
+        - Output: ``(*, out_features)``.
+
+    Example:
+        >>> import numpy as np
+        >>> from tinygrad_birnn import Tensor, nn
+        >>> layer = nn.Linear(3, 2)
+        >>> layer(Tensor(np.ones((4, 3), np.float32))).shape
+        (4, 2)
+    """
 
     def __init__(
         self,
@@ -221,7 +254,25 @@ class Linear(Module):
 
 
 class Embedding(Module):
-    """A lookup table: row i of ``weight`` (num_embeddings, embedding_dim) for index i; weights ~ N(0, 1)."""
+    """A lookup table of learned vectors, as ``torch.nn.Embedding``: index i gives row i of ``weight``.
+
+    Args:
+        num_embeddings: the number of rows (indices lie in [0, num_embeddings)).
+        embedding_dim: the length of each vector.
+        dtype: dtype of the weights (default float32).
+
+    Attributes:
+        weight: (num_embeddings, embedding_dim), drawn from N(0, 1).
+
+    Shape:
+        - Input: integer indices of any shape ``(*)``.
+        - Output: ``(*, embedding_dim)``. Repeated indices add up their gradients.
+
+    Example:
+        >>> from tinygrad_birnn import nn
+        >>> nn.Embedding(10, 4)([[1, 2, 2]]).shape
+        (1, 3, 4)
+    """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype: Any = np.float32):
         super().__init__()
@@ -243,12 +294,25 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Dropout with probability p in training mode; the identity in eval mode."""
+    """Dropout, as ``torch.nn.Dropout``: in training mode each element is zeroed with probability ``p``
+    and the others are scaled by 1/(1-p); in eval mode (``module.eval()``) it is the identity.
+
+    Args:
+        p: the probability of zeroing an element, in [0, 1] (default 0.5).
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> from tinygrad_birnn import Tensor, nn
+        >>> nn.Dropout(0.5).eval()(Tensor([1.0, 2.0]))
+        Tensor([1., 2.])
+    """
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1); got {p}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1]; got {p}")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
@@ -259,7 +323,21 @@ class Dropout(Module):
 
 
 class Sequential(Module):
-    """Modules applied one after another."""
+    """Modules applied one after another, as ``torch.nn.Sequential``; ``model[i]`` is the i-th.
+
+    Args:
+        *modules: the modules, in order (each a :class:`Module`; a plain function is refused).
+
+    Shape:
+        - Input: what the first module takes. Output: what the last one returns.
+
+    Example:
+        >>> import numpy as np
+        >>> from tinygrad_birnn import Tensor, nn
+        >>> model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+        >>> model(Tensor(np.ones((2, 3), np.float32))).shape
+        (2, 1)
+    """
 
     def __init__(self, *modules: Module):
         super().__init__()
@@ -282,12 +360,18 @@ class Sequential(Module):
 
 
 class Tanh(Module):
+    """The elementwise tanh as a module (for :class:`Sequential`), as ``torch.nn.Tanh``."""
+
     def forward(self, x: Tensor) -> Tensor:
+        """tanh(x), elementwise."""
         return x.tanh()
 
 
 class ReLU(Module):
+    """The elementwise max(x, 0) as a module, as ``torch.nn.ReLU`` (gradient 0 at 0)."""
+
     def forward(self, x: Tensor) -> Tensor:
+        """max(x, 0), elementwise."""
         return x.relu()
 
 
