@@ -207,9 +207,11 @@ def test_dropout_is_reproducible_with_a_seed():
 
 
 def test_dropout_rejects_bad_probabilities():
-    for p in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError, match=rf"dropout probability must be in \[0, 1\); got {p}"):
+    for p in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"dropout probability must be in \[0, 1\]; got {p}"):
             F.dropout(Tensor([1.0]), p)
+    # p = 1 zeroes everything, as torch.nn.functional.dropout(x, 1.0)
+    np.testing.assert_array_equal(F.dropout(Tensor([1.0, 2.0]), 1.0).numpy(), [0.0, 0.0])
 
 
 def test_functional_on_each_backend(xp_backend):

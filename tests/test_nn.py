@@ -149,7 +149,7 @@ def test_sequential_dropout_and_activations():
     c = seq(x).numpy()
     assert not np.array_equal(a, c) and (c == 0).any()
     with pytest.raises(ValueError, match="dropout probability"):
-        nn.Dropout(1.0)
+        nn.Dropout(1.5)
     assert "(2): Dropout(p=0.5)" in repr(seq)
 
 
