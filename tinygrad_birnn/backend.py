@@ -147,6 +147,7 @@ def to_backend(a: Any, name: str) -> Any:
 
 
 # --- matrix products, and the hook a CUDA-graph capture routes them through -----------------------------------
+
 class CaptureError(RuntimeError):
     """Something in a step cannot be captured as a CUDA graph (see :mod:`tinygrad_birnn.cuda_graph`)."""
 

@@ -70,25 +70,32 @@ class InPlaceMixin:
         return self._inplace("div", other)
 
     def add_(self, other: Any, alpha: float = 1.0) -> "Tensor":
+        """``self += alpha * other`` in place (under ``no_grad`` for a leaf that requires grad)."""
         return self._checked_inplace("add", other if alpha == 1 else other * alpha)
 
     def sub_(self, other: Any, alpha: float = 1.0) -> "Tensor":
+        """``self -= alpha * other`` in place."""
         return self._checked_inplace("sub", other if alpha == 1 else other * alpha)
 
     def mul_(self, other: Any) -> "Tensor":
+        """``self *= other`` in place."""
         return self._checked_inplace("mul", other)
 
     def div_(self, other: Any) -> "Tensor":
+        """``self /= other`` in place (floating-point tensors)."""
         return self._checked_inplace("div", other)
 
     def copy_(self, source: Any) -> "Tensor":
+        """The values of ``source`` (broadcast, cast to this dtype) written into this tensor."""
         src = getattr(source, "data", source) if hasattr(source, "requires_grad") else source
         return self._checked_inplace("copy", src.astype(self.dtype) if hasattr(src, "astype") else src)
 
     def zero_(self) -> "Tensor":
+        """Every element set to 0, in place."""
         return self._checked_inplace("mul", 0)
 
     def fill_(self, value: Any) -> "Tensor":
+        """Every element set to ``value``, in place."""
         return self._checked_inplace("copy", value)
 
     def _checked_inplace(self, name: str, other: Any) -> "Tensor":

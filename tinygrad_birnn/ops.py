@@ -73,6 +73,7 @@ def _expand_reduced(g: Any, x_shape: tuple, axis: Any, keepdims: bool) -> Any:
 
 
 # --- elementwise arithmetic (broadcasting) -------------------------------------------------------------
+
 defprim("add", lambda a, b: a + b, lambda g, ans, a, b: (g, g), "d(a+b) = (g, g)")
 defprim("mul", lambda a, b: a * b, lambda g, ans, a, b: (g * b, g * a), "d(a*b) = (g*b, g*a)")
 defprim("div", lambda a, b: a / b, lambda g, ans, a, b: (g / b, -g * ans / b), "d(a/b) = (g/b, -g*a/b**2)")
@@ -120,6 +121,7 @@ defprim("maximum", lambda a, b: xp_of(a, b).maximum(a, b), _maximum_vjp,
         "d max(a,b) = g to the larger input, g/2 to each on ties")
 
 # --- elementwise functions ------------------------------------------------------------------------------
+
 defprim("exp", lambda x: xp_of(x).exp(x), lambda g, ans, x: (g * ans,), "d exp(x) = g*ans")
 defprim("log", lambda x: xp_of(x).log(x), lambda g, ans, x: (g / x,), "d log(x) = g/x")
 defprim("tanh", lambda x: xp_of(x).tanh(x), lambda g, ans, x: (g * (1 - ans * ans),), "d tanh(x) = g*(1-ans**2)")
@@ -143,6 +145,7 @@ defprim("relu", lambda x: xp_of(x).maximum(x, 0), lambda g, ans, x: (g * (x > 0)
 defprim("abs", lambda x: xp_of(x).abs(x), lambda g, ans, x: (g * xp_of(x).sign(x),), "d |x| = g*sign(x)")
 
 # --- linear algebra ----------------------------------------------------------------------------------------
+
 
 
 def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
@@ -180,6 +183,7 @@ def _matmul(a: Any, b: Any) -> Any:
 defprim("matmul", _matmul, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
 
 # --- reductions ----------------------------------------------------------------------------------------------
+
 defprim(
     "sum",
     lambda x, axis=None, keepdims=False: x.sum(axis=axis, keepdims=keepdims),
@@ -226,6 +230,7 @@ defprim(
 )
 
 # --- shape and indexing ---------------------------------------------------------------------------------------
+
 defprim(
     "reshape",
     lambda x, shape: x.reshape(shape),

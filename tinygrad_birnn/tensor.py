@@ -82,9 +82,11 @@ class Tensor(ConversionMixin, InPlaceMixin):
     T = property(lambda self: self.permute(*reversed(range(self.ndim))), doc="The tensor with its axes reversed.")
 
     def any(self) -> "Tensor":
+        """True where any element is nonzero (a 0-d bool tensor, no gradient)."""
         return Tensor._make(self.data.any(), False, None)
 
     def all(self) -> "Tensor":
+        """True where every element is nonzero (a 0-d bool tensor, no gradient)."""
         return Tensor._make(self.data.all(), False, None)
 
     def detach(self) -> "Tensor":
@@ -96,6 +98,7 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return apply(PRIMITIVES["cast"], self, dtype=self.dtype)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
+        """Set ``requires_grad`` on a leaf, in place (floating point only); returns the tensor."""
         if flag and not _is_float(self.dtype):
             raise TypeError(f"only floating-point tensors can require gradients; got dtype {self.dtype}")
         if not self.is_leaf:
@@ -123,21 +126,27 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return apply(PRIMITIVES["cast"], self, dtype=dtype)
 
     def float(self) -> "Tensor":
+        """Cast to float32 (differentiable)."""
         return self.to(np.float32)
 
     def double(self) -> "Tensor":
+        """Cast to float64 (differentiable)."""
         return self.to(np.float64)
 
     def long(self) -> "Tensor":
+        """Cast to int64."""
         return self.to(np.int64)
 
     def int(self) -> "Tensor":
+        """Cast to int32."""
         return self.to(np.int32)
 
     def bool(self) -> "Tensor":
+        """Cast to bool."""
         return self.to(np.bool_)
 
     # --- backward -------------------------------------------------------------------------------------------
+
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Add d(self)/d(leaf) contracted with ``grad`` into every leaf's ``.grad``.
 
@@ -183,6 +192,7 @@ class Tensor(ConversionMixin, InPlaceMixin):
             self.grad.data += g
 
     # --- operators -------------------------------------------------------------------------------------------
+
     def _lift(self, other: Any) -> "Tensor":
         if isinstance(other, Tensor):
             return other
@@ -276,6 +286,7 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return self._binary("power", base, reflected=True)
 
     def pow(self, exponent: Any) -> "Tensor":
+        """``self ** exponent`` (a number, a NumPy number or a tensor)."""
         return self**exponent
 
     def maximum(self, other: Any) -> "Tensor":
@@ -312,36 +323,47 @@ class Tensor(ConversionMixin, InPlaceMixin):
     __hash__ = object.__hash__
 
     # --- elementwise functions -----------------------------------------------------------------------------
+
     def _float_unary(self, name: str) -> "Tensor":
         return apply(PRIMITIVES[name], _cast(self, dtypes.float_result(self.dtype)))
 
     def exp(self) -> "Tensor":
+        """e**x, elementwise (integers give float32)."""
         return self._float_unary("exp")
 
     def log(self) -> "Tensor":
+        """The natural logarithm, elementwise (integers give float32)."""
         return self._float_unary("log")
 
     def tanh(self) -> "Tensor":
+        """tanh(x), elementwise (integers give float32)."""
         return self._float_unary("tanh")
 
     def sigmoid(self) -> "Tensor":
+        """1/(1 + e**-x), elementwise, exact in both tails (integers give float32)."""
         return self._float_unary("sigmoid")
 
     def sqrt(self) -> "Tensor":
+        """The square root, elementwise (integers give float32; the gradient at 0 is inf)."""
         return _cast(self, dtypes.float_result(self.dtype)) ** 0.5
 
     def relu(self) -> "Tensor":
+        """max(x, 0), elementwise (gradient 0 at 0)."""
         return apply(PRIMITIVES["relu"], self)
 
     def abs(self) -> "Tensor":
+        """|x|, elementwise (gradient 0 at 0)."""
         return apply(PRIMITIVES["abs"], self)
 
     # --- reductions (axis/keepdims, or PyTorch's dim/keepdim) ------------------------------------------------
+
     def sum(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        """The sum over ``axis`` (all axes by default; ``dim``/``keepdim`` as in PyTorch)."""
         axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         return apply(PRIMITIVES["sum"], self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        """The mean over ``axis`` (floating point only; nan over no elements)."""
         if not _is_float(self.dtype):
             raise TypeError(f"mean() needs a floating-point tensor; got dtype {self.dtype}: cast it with .float()")
         axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
@@ -350,9 +372,11 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return self.sum(axis, keepdims) * (1.0 / count if count else float("nan"))  # empty: nan, as PyTorch
 
     def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        """The largest value over ``axis``, like ``torch.amax``: ties share the gradient evenly."""
         return self._extreme("max", axis, keepdims, dim, keepdim)
 
     def min(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        """The smallest value over ``axis``, like ``torch.amin``: ties share the gradient evenly."""
         return self._extreme("min", axis, keepdims, dim, keepdim)
 
     def _extreme(self, name: str, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> "Tensor":
@@ -368,12 +392,15 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return -((-self).max(axis=axis, keepdims=keepdims))  # composed: min(x) = -max(-x)
 
     def logsumexp(self, axis: int = -1, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":
+        """log(sum(exp(x))) over ``axis``, shifted by the max so it never overflows."""
         axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         return apply(PRIMITIVES["logsumexp"], _cast(self, dtypes.float_result(self.dtype)), axis=axis,
                      keepdims=keepdims)
 
     # --- shape -----------------------------------------------------------------------------------------------
+
     def reshape(self, *shape: Any) -> "Tensor":
+        """The same elements in a new shape (one axis may be -1)."""
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         new_shape = resolve_shape(self.shape, tuple(int(n) for n in shape))
         return apply(PRIMITIVES["reshape"], self, shape=new_shape)
@@ -381,16 +408,19 @@ class Tensor(ConversionMixin, InPlaceMixin):
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        """Axes ``start_dim`` to ``end_dim`` merged into one, as ``torch.flatten``."""
         if self.ndim == 0:
             return self.reshape(1)
         start, end = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
         return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
 
     def unsqueeze(self, dim: int) -> "Tensor":
+        """A new axis of size 1 at position ``dim``."""
         d = _axis(dim, self.ndim + 1)
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
     def squeeze(self, dim: Any = None) -> "Tensor":
+        """Axes of size 1 removed (all of them, or only ``dim``)."""
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
         if self.ndim == 0:
@@ -424,6 +454,7 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return self.permute(*dims)
 
     def t(self) -> "Tensor":
+        """The transpose of a tensor with at most 2 axes."""
         if self.ndim > 2:
             raise ValueError(f"t() expects a tensor with at most 2 axes; got shape {self.shape}: use transpose(0, 1)")
         return self.transpose()

@@ -76,6 +76,7 @@ class Module:
         return self.forward(*args, **kwargs)
 
     # --- traversal --------------------------------------------------------------------------------------------
+
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
         """(dotted name, module) for this module and every submodule, each once, depth first."""
         stack, seen = [(prefix, self)], set()
@@ -118,6 +119,7 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # --- state ------------------------------------------------------------------------------------------------
+
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """Dotted name -> a host (NumPy) copy of each parameter."""
         return OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
@@ -158,6 +160,7 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # --- modes, gradients, dtypes, devices ------------------------------------------------------------------
+
     def train(self, mode: bool = True) -> "Module":
         """Training mode (``mode=True``) or evaluation mode for this module and every submodule."""
         for m in self.modules():
