@@ -273,3 +273,4 @@ def load(path: str) -> "OrderedDict[str, np.ndarray]":
 
 
 from ..rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell  # noqa: E402  (rnn.py builds on Module and Parameter)
+from .attention import AdditiveAttention, attention_mask, masked_softmax  # noqa: E402,F401  (structured outputs: attention)
