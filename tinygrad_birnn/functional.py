@@ -12,6 +12,7 @@ import numpy as np
 
 from . import backend
 from .backend import xp_of
+from .ctc import ctc_loss  # noqa: F401  (re-exported: the CTC loss lives in ctc.py beside its decoders)
 from .tensor import Tensor
 
 
