@@ -69,17 +69,18 @@ def attention_mask(lengths: Any = None, mask: Any = None, batch: int = 0, steps:
 
 
 def masked_softmax(scores: Tensor, mask: Any = None, axis: int = -1) -> Tensor:
-    """softmax(scores) along ``axis`` over the entries where ``mask`` holds; exactly 0 elsewhere.
+    """softmax(scores) along ``axis`` where ``mask`` holds; exactly 0 elsewhere.
 
-    ``mask`` (boolean, broadcastable to ``scores``) or None for a plain softmax. Masked scores become -inf, so
-    exp gives exactly 0 there and no gradient reaches them; each slice along ``axis`` needs one true entry.
+    ``mask``: boolean, broadcastable to ``scores``, or None for a plain softmax. Masked
+    scores become -inf, so exp gives exactly 0 there and no gradient reaches them; each
+    slice along ``axis`` needs one true entry.
     """
     if mask is None:
         return F.softmax(scores, axis)
-    m = _host(mask).astype(bool)
+    allowed = _host(mask).astype(bool)
     if xp_of(scores.data) is not np:
-        m = backend.to_backend(m, "cupy")
-    return F.softmax(where(m, scores, -math.inf), axis)
+        allowed = backend.to_backend(allowed, "cupy")
+    return F.softmax(where(allowed, scores, -math.inf), axis)
 
 
 class AdditiveAttention(Module):
@@ -131,9 +132,10 @@ class AdditiveAttention(Module):
 
     def scores(self, query: Tensor, projected_keys: Tensor) -> Tensor:
         """e_j = v^T tanh(W q + U k_j), shape (B, T), before any mask."""
-        keys = self._batch_first(projected_keys)  # (B, T, A)
-        return ((query @ self.query_weight.T).reshape(query.shape[0], 1, self.hidden_size) + keys).tanh() \
-            @ self.score_weight
+        keys = self._batch_first(projected_keys)                   # U k_j: (B, T, A)
+        B, A = query.shape[0], self.hidden_size
+        queries = (query @ self.query_weight.T).reshape(B, 1, A)   # W q: (B, 1, A)
+        return (queries + keys).tanh() @ self.score_weight          # (B, T)
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor | None = None, lengths: Any = None,
                 mask: Any = None, projected_keys: Tensor | None = None) -> tuple:
