@@ -122,12 +122,12 @@ class Seq2Seq(Module):
         return memory, (h0, zeros(h0.shape, dtype=h0.dtype))
 
     def step(self, tokens: Any, state: tuple, memory: Memory) -> tuple:
-        """One decoder step from the tokens (B,): logits (B, V), state, weights (B, T)."""
+        """One step from the previous tokens (B,): logits (B, V), state, weights (B, T)."""
         h, c = state  # s_{i-1}
         context, weights = self.attention(h, memory.annotations, mask=memory.mask,
                                           projected_keys=memory.projected_keys)
-        inputs = concatenate([self.target_embedding(np.asarray(tokens)), context], axis=1)
-        h, c = self.decoder(inputs, (h, c))  # s_i
+        embedded = self.target_embedding(np.asarray(tokens))
+        h, c = self.decoder(concatenate([embedded, context], axis=1), (h, c))  # s_i
         logits = self.output(concatenate([h, context], axis=1))
         return logits, (h, c), weights
 
