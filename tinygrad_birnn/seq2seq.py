@@ -122,7 +122,7 @@ class Seq2Seq(Module):
         return memory, (h0, zeros(h0.shape, dtype=h0.dtype))
 
     def step(self, tokens: Any, state: tuple, memory: Memory) -> tuple:
-        """One step from the previous tokens (B,): logits (B, V), state, weights (B, T)."""
+        """One step from the previous tokens (B,): logits (B, V), state, weights."""
         h, c = state  # s_{i-1}
         context, weights = self.attention(h, memory.annotations, mask=memory.mask,
                                           projected_keys=memory.projected_keys)
