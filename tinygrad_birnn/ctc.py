@@ -71,52 +71,56 @@ def _emissions(log_probs: Any, ext: Any) -> Any:
 
 
 def ctc_alpha(emit: Any, skip: Any, ext_lengths: Any) -> Any:
-    """The log forward variables log alpha_t(s), shape (T, N, 2S+1) (a Python loop over t only)."""
+    """log alpha_t(s) for all t, n, s: shape (T, N, 2S+1); a Python loop over t only."""
     xp = xp_of(emit)
     steps, n, width = emit.shape
-    alpha = xp.full((steps, n, width + 2), -np.inf, dtype=emit.dtype)  # two -inf columns on the left
+    # two -inf columns on the left, so that s-1 and s-2 exist for every s
+    alpha = xp.full((steps, n, width + 2), -np.inf, dtype=emit.dtype)
     start = xp.full((n, width), -np.inf, dtype=emit.dtype)
-    start[:, 0] = 0.0
-    if width > 1:
+    start[:, 0] = 0.0  # a path starts in the first blank ...
+    if width > 1:  # ... or in the first label, if there is one
         start[:, 1] = xp.where(ext_lengths > 1, 0.0, -np.inf)
     if steps:
         alpha[0, :, 2:] = emit[0] + start
     for t in range(1, steps):
-        prev = alpha[t - 1]
-        alpha[t, :, 2:] = _logsumexp3(prev[:, 2:], prev[:, 1:-1], prev[:, :-2] + skip, xp) + emit[t]
+        a = alpha[t - 1]  # stay at s, come from s-1, or skip from s-2 where allowed
+        came = _logsumexp3(a[:, 2:], a[:, 1:-1], a[:, :-2] + skip, xp)
+        alpha[t, :, 2:] = came + emit[t]
     return alpha[:, :, 2:]
 
 
 def ctc_beta(emit: Any, skip: Any, input_lengths: Any, ext_lengths: Any) -> Any:
-    """The log backward variables log beta_t(s) (excluding y_t), shape (T, N, 2S+1).
+    """log beta_t(s) (beta excluding y_t), shape (T, N, 2S+1).
 
-    Sequence n ends at step input_lengths[n] - 1, where beta is 1 at its last two extended positions; beta is
-    0 (log: -inf) at every later step, so those steps get no gradient.
+    Sequence n ends at step input_lengths[n] - 1, where beta is 1 at its last two
+    extended positions; beta is 0 (log: -inf) at every later step.
     """
     xp = xp_of(emit)
     steps, n, width = emit.shape
     s = xp.arange(width)[None, :]
-    end = xp.where((s == ext_lengths[:, None] - 1) | (s == ext_lengths[:, None] - 2), 0.0, -np.inf)
-    end = end.astype(emit.dtype)
-    # beta_t(s) takes beta_{t+1} at s, s+1 and s+2 (the skip into s+2 allowed by skip[:, s+2])
+    last_two = (s == ext_lengths[:, None] - 1) | (s == ext_lengths[:, None] - 2)
+    end = xp.where(last_two, 0.0, -np.inf).astype(emit.dtype)
+    # beta_t(s) reads s, s+1 and s+2 at t+1; the skip into s+2 is allowed by skip[s+2]
     skip_ahead = xp.full((n, width + 2), -np.inf, dtype=emit.dtype)
     skip_ahead[:, :width] = skip
     skip_ahead = skip_ahead[:, 2:]
     beta = xp.full((steps, n, width), -np.inf, dtype=emit.dtype)
-    nxt = xp.full((n, width + 2), -np.inf, dtype=emit.dtype)  # y_{t+1} beta_{t+1}, two -inf columns right
+    # y_{t+1} beta_{t+1}, with two -inf columns on the right
+    ahead = xp.full((n, width + 2), -np.inf, dtype=emit.dtype)
     last = (input_lengths - 1)[:, None]
     for t in range(steps - 1, -1, -1):
         if t < steps - 1:
-            inner = _logsumexp3(nxt[:, :width], nxt[:, 1:width + 1], nxt[:, 2:] + skip_ahead, xp)
-            beta[t] = xp.where(t < last, inner, -np.inf)
+            b = ahead
+            went = _logsumexp3(b[:, :width], b[:, 1:-1], b[:, 2:] + skip_ahead, xp)
+            beta[t] = xp.where(t < last, went, -np.inf)
         beta[t] = xp.where(t == last, end, beta[t])
-        nxt[:, :width] = beta[t] + emit[t]
+        ahead[:, :width] = beta[t] + emit[t]
     return beta
 
 
-def _ctc_forward(log_probs: Any, ext: Any, skip: Any, input_lengths: Any, target_lengths: Any,
-                 zero_infinity: bool = False) -> tuple:
-    """Per-sequence negative log-likelihoods (N,), with (emissions, alpha) kept for the VJP."""
+def ctc_forward(log_probs: Any, ext: Any, skip: Any, input_lengths: Any,
+                target_lengths: Any, zero_infinity: bool = False) -> tuple:
+    """The forward: the (N,) losses -log p(l | x), and (emissions, alpha) kept."""
     xp = xp_of(log_probs)
     steps, n = log_probs.shape[:2]
     ext_lengths = 2 * target_lengths + 1
@@ -125,43 +129,44 @@ def _ctc_forward(log_probs: Any, ext: Any, skip: Any, input_lengths: Any, target
     nll = xp.full((n,), np.inf, dtype=log_probs.dtype)
     has_steps = input_lengths > 0
     if steps and n:
-        t_last = xp.maximum(input_lengths - 1, 0)
-        final = alpha[t_last, xp.arange(n)]  # (N, 2S+1)
         rows = xp.arange(n)
+        final = alpha[xp.maximum(input_lengths - 1, 0), rows]  # (N, 2S+1)
         a_end = final[rows, ext_lengths - 1]
-        a_before = xp.where(ext_lengths > 1, final[rows, xp.maximum(ext_lengths - 2, 0)], -np.inf)
+        before = final[rows, xp.maximum(ext_lengths - 2, 0)]
+        a_before = xp.where(ext_lengths > 1, before, -np.inf)
         m = xp.maximum(a_end, a_before)
         m = xp.where(m == -np.inf, 0, m)
         with np.errstate(divide="ignore"):
             log_p = xp.log(xp.exp(a_end - m) + xp.exp(a_before - m)) + m
         nll = xp.where(has_steps, -log_p, nll)
-    nll = xp.where(~has_steps & (target_lengths == 0), 0.0, nll)  # no steps read the empty target
-    if zero_infinity:
-        nll = xp.where(xp.isinf(nll), 0.0, nll)  # then alpha * beta is 0 everywhere: the gradient is 0 too
-    nll = nll.astype(log_probs.dtype)
-    return nll, (emit, alpha)
+    nll = xp.where(~has_steps & (target_lengths == 0), 0.0, nll)  # 0 steps read ""
+    if zero_infinity:  # then alpha * beta is 0 everywhere, and so is the gradient
+        nll = xp.where(xp.isinf(nll), 0.0, nll)
+    return nll.astype(log_probs.dtype), (emit, alpha)
 
 
-def _ctc_vjp(g: Any, ans: Any, log_probs: Any, res: tuple, ext: Any, skip: Any, input_lengths: Any,
-             target_lengths: Any, zero_infinity: bool = False) -> tuple:
-    """d nll_n / d log y_t(k) = -sum_{s: l'_s = k} exp(log alpha_t(s) + log beta_t(s) + nll_n)."""
+def ctc_vjp(g: Any, ans: Any, log_probs: Any, res: tuple, ext: Any, skip: Any,
+            input_lengths: Any, target_lengths: Any, zero_infinity: bool = False
+            ) -> tuple:
+    """d nll / d log y_t(k) = -sum over s with l'_s = k of alpha_t(s) beta_t(s) / p."""
     xp = xp_of(log_probs)
     emit, alpha = res
     beta = ctc_beta(emit, skip, input_lengths, 2 * target_lengths + 1)
-    with np.errstate(invalid="ignore"):
-        occupation = xp.exp(alpha + beta + ans[None, :, None])  # (T, N, 2S+1); nan where nll is inf
+    with np.errstate(invalid="ignore"):  # nan where the loss is inf: no path at all
+        occupation = xp.exp(alpha + beta + ans[None, :, None])  # (T, N, 2S+1)
     steps, n, classes = log_probs.shape
-    one_hot = (ext[:, :, None] == xp.arange(classes)[None, None, :]).astype(log_probs.dtype)
-    per_class = backend.matmul(occupation.transpose(1, 0, 2), one_hot).transpose(1, 0, 2)  # (T, N, C)
-    inside = xp.arange(steps)[:, None] < input_lengths[None, :]
-    grad = xp.where(inside[:, :, None], -per_class, 0.0).astype(log_probs.dtype)
+    one_hot = ext[:, :, None] == xp.arange(classes)[None, None, :]  # (N, 2S+1, C)
+    per_class = backend.matmul(occupation.transpose(1, 0, 2),
+                               one_hot.astype(log_probs.dtype)).transpose(1, 0, 2)
+    inside = (xp.arange(steps)[:, None] < input_lengths[None, :])[:, :, None]
+    grad = xp.where(inside, -per_class, 0.0).astype(log_probs.dtype)
     return (grad * g[None, :, None],)
 
 
 defprim(
     "ctc_loss",
-    _ctc_forward,
-    _ctc_vjp,
+    ctc_forward,
+    ctc_vjp,
     "d nll / d log y_t(k) = -sum_{s: l'_s = k} alpha_t(s) beta_t(s) / p(l|x) (forward-backward in log space)",
     has_residuals=True,
 )
@@ -211,6 +216,33 @@ def _padded_targets(targets: np.ndarray, target_lengths: np.ndarray, n: int) -> 
     return padded
 
 
+def _checked_batch(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any, blank: int,
+                   unbatched: bool) -> tuple:
+    """(log_probs as (T, N, C), padded (N, S) targets, lengths) after checking them; raises for bad input."""
+    targets = _host_integers(targets, "targets")
+    input_lengths = _host_integers(input_lengths, "input_lengths")
+    target_lengths = _host_integers(target_lengths, "target_lengths")
+    if unbatched:
+        if targets.ndim != 1 or input_lengths.ndim or target_lengths.ndim:
+            raise ValueError("ctc_loss: unbatched (T, C) log_probs take 1-D targets and two numbers as lengths; "
+                             f"got targets {targets.shape}, lengths {input_lengths.shape} and {target_lengths.shape}")
+        log_probs = log_probs.reshape(log_probs.shape[0], 1, log_probs.shape[1])
+        targets, input_lengths, target_lengths = targets[None], input_lengths[None], target_lengths[None]
+    steps, n, classes = log_probs.shape
+    if steps * n * classes == 0:
+        raise ValueError(f"ctc_loss: log_probs must not be empty (as in PyTorch); got shape {log_probs.shape}")
+    if not 0 <= blank < classes:
+        raise ValueError(f"ctc_loss: blank must be a class index in [0, C={classes}); got {blank}")
+    _check_lengths(input_lengths, n, steps, "input_lengths", "the input's length T")
+    padded = _padded_targets(targets, target_lengths, n)
+    labels = padded[np.arange(padded.shape[1])[None, :] < target_lengths[:, None]]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes or (labels == blank).any()):
+        raise ValueError(f"ctc_loss: target labels must lie in [0, C={classes}) and differ from blank={blank}; "
+                         f"got values from {labels.min()} to {labels.max()}"
+                         + (" including the blank" if (labels == blank).any() else ""))
+    return log_probs, padded, input_lengths, target_lengths
+
+
 def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any, blank: int = 0,
              reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
     """The CTC loss -log p(target | input), as ``torch.nn.functional.ctc_loss``.
@@ -244,28 +276,8 @@ def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths
     unbatched = log_probs.ndim == 2
     if log_probs.ndim not in (2, 3):
         raise ValueError(f"ctc_loss: log_probs must be (T, N, C) or unbatched (T, C); got shape {log_probs.shape}")
-    targets = _host_integers(targets, "targets")
-    input_lengths = _host_integers(input_lengths, "input_lengths")
-    target_lengths = _host_integers(target_lengths, "target_lengths")
-    if unbatched:
-        if targets.ndim != 1 or input_lengths.ndim or target_lengths.ndim:
-            raise ValueError("ctc_loss: unbatched (T, C) log_probs take 1-D targets and two numbers as lengths; "
-                             f"got targets {targets.shape}, lengths {input_lengths.shape} and {target_lengths.shape}")
-        log_probs = log_probs.reshape(log_probs.shape[0], 1, log_probs.shape[1])
-        targets, input_lengths, target_lengths = targets[None], input_lengths[None], target_lengths[None]
-    steps, n, classes = log_probs.shape
-    if steps * n * classes == 0:
-        raise ValueError(f"ctc_loss: log_probs must not be empty (as in PyTorch); got shape {log_probs.shape}")
-    if not 0 <= blank < classes:
-        raise ValueError(f"ctc_loss: blank must be a class index in [0, C={classes}); got {blank}")
-    _check_lengths(input_lengths, n, steps, "input_lengths", "the input's length T")
-    padded = _padded_targets(targets, target_lengths, n)
-    inside = np.arange(padded.shape[1])[None, :] < target_lengths[:, None]
-    labels = padded[inside]
-    if labels.size and (labels.min() < 0 or labels.max() >= classes or (labels == blank).any()):
-        raise ValueError(f"ctc_loss: target labels must lie in [0, C={classes}) and differ from blank={blank}; "
-                         f"got values from {labels.min()} to {labels.max()}"
-                         + (" including the blank" if (labels == blank).any() else ""))
+    log_probs, padded, input_lengths, target_lengths = _checked_batch(
+        log_probs, targets, input_lengths, target_lengths, blank, unbatched)
     ext, skip = extended_targets(padded, target_lengths, blank)
     xp = xp_of(log_probs.data)
     on_device = (lambda a: backend.to_backend(a, "cupy")) if xp is not np else (lambda a: a)

@@ -50,6 +50,48 @@ def figure(ncols: int = 1, nrows: int = 1, height: float = 3.0, width: float = W
     return plt.subplots(nrows, ncols, figsize=(width, height * nrows), **kwargs)
 
 
+# --- chapter 13: CTC ---------------------------------------------------------------------------------------------
+
+
+def ctc_lattice(symbols: Any, occupation: Any, skip: Any, path: Any = None, inputs: Any = None,
+                height: float = 3.4) -> tuple:
+    """The CTC lattice: one row per extended-target symbol, one column per step, each node shaded by the
+    share of the probability mass of the paths that pass through it (alpha * beta / p).
+
+    ``symbols``: the 2S+1 extended-target names (blanks included), top to bottom; ``occupation``: (T, 2S+1);
+    ``skip``: (2S+1,) booleans, True where the transition s-2 -> s is allowed; ``path``: optional row index
+    per step, drawn in orange; ``inputs``: optional names of the T inputs, written under the columns.
+    Transitions are drawn only between nodes that some complete path visits.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    occupation = np.asarray(occupation)
+    steps, rows = occupation.shape
+    fig, ax = figure(height=height)
+    alive = occupation > 1e-12
+    for t in range(steps - 1):
+        for s in range(rows):
+            for step in (0, 1, 2):
+                r = s + step
+                if r >= rows or (step == 2 and not skip[r]) or not (alive[t, s] and alive[t + 1, r]):
+                    continue
+                ax.plot([t, t + 1], [s, r], color="#bbbbbb", lw=1, zorder=1)
+    if path is not None:
+        ax.plot(range(steps), path, color="#d95f02", lw=2.5, zorder=2, label="one path")
+        ax.legend(loc="lower left", frameon=False)
+    ts, ss = np.meshgrid(range(steps), range(rows), indexing="ij")
+    dots = ax.scatter(ts.ravel(), ss.ravel(), c=occupation.ravel(), cmap="Blues", vmin=0, vmax=1, s=140,
+                      edgecolors="#555555", linewidths=0.6, zorder=3)
+    fig.colorbar(dots, ax=ax, label="share of the paths", shrink=0.9)
+    ax.set_yticks(range(rows), symbols)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_xticks(range(steps), [str(t + 1) if inputs is None else f"{t + 1}\n{inputs[t]}" for t in range(steps)])
+    ax.set_xlabel("step t (and the letter read)" if inputs is not None else "step t")
+    ax.set_ylabel("extended target l'")
+    ax.grid(False)
+    return fig, ax
+
+
 # --- Chapter 15: attention over a bidirectional encoder ----------------------------------------------------------
 def attention_heatmaps(examples: list, ncols: int = 3, height: float = 2.6) -> Any:
     """One heatmap per example: its attention weights, output phonemes (rows) against input letters (columns).

@@ -16,8 +16,7 @@ numbers are comparable: the same words, the same encoding, the same metrics.
 - **Error rates** (:func:`error_rates`): the phoneme error rate (PER) is the total edit distance
   (Levenshtein, from the ``rapidfuzz`` package) between each prediction and its closest reference,
   divided by the total length of those references; the word error rate (WER) is the fraction of words
-  whose prediction equals none of their references. This is how Yao & Zweig (2015) and Rao et al. (2015)
-  score words with several pronunciations.
+  whose prediction equals none of their references.
 """
 from __future__ import annotations
 
