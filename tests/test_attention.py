@@ -295,6 +295,11 @@ def test_decoder_errors():
     model = tiny_model(0)
     with pytest.raises(ValueError, match="beam_size must be a positive integer"):
         seq2seq.beam_search(model, SOURCE, LENGTHS, beam_size=0, max_length=3)
+    with pytest.raises(ValueError, match="max_length must be a non-negative integer; got 2.5"):
+        seq2seq.greedy_decode(model, SOURCE, LENGTHS, max_length=2.5)
+    with pytest.raises(ValueError, match="max_length must be a non-negative integer; got -1"):
+        seq2seq.beam_search(model, SOURCE, LENGTHS, beam_size=2, max_length=-1)
+    assert seq2seq.greedy_decode(model, SOURCE, LENGTHS, max_length=0)[0] == [[]] * 4
     with pytest.raises(ValueError, match="source must be a"):
         model.encode(SOURCE[0], LENGTHS)
     with pytest.raises(ValueError, match="end_index must lie in"):

@@ -166,6 +166,7 @@ def greedy_decode(model: Any, source: Any, lengths: Any, max_length: int) -> tup
     Returns (sequences, weights): per input, its output tokens (without the end token) and the attention
     weights of the steps that emitted them, an array (len(sequence), T) (columns past the input's length 0).
     """
+    _check_max_length(max_length)
     with no_grad():
         memory, state = model.encode(source, lengths)
         B = memory.mask.shape[0]
@@ -186,6 +187,11 @@ def greedy_decode(model: Any, source: Any, lengths: Any, max_length: int) -> tup
                     rows[b].append(w[b])
     T = memory.mask.shape[1]
     return sequences, [np.array(r).reshape(len(r), T) for r in rows]
+
+
+def _check_max_length(max_length: Any) -> None:
+    if not isinstance(max_length, (int, np.integer)) or isinstance(max_length, bool) or max_length < 0:
+        raise ValueError(f"max_length must be a non-negative integer; got {max_length!r}")
 
 
 def _expand(total: np.ndarray, end: int, beam_size: int) -> tuple:
@@ -217,6 +223,7 @@ def beam_search(model: Any, source: Any, lengths: Any, beam_size: int, max_lengt
     """
     if not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive integer; got {beam_size!r}")
+    _check_max_length(max_length)
     K = int(beam_size)
     with no_grad():
         memory, state = model.encode(source, lengths)
