@@ -303,3 +303,28 @@ def transition_scores(ax: Any, start: Any, transitions: Any, end: Any, labels: A
     ax.set_xlabel("to tag")
     ax.set_title(title)
     return image
+
+
+# --- Chapter 15: attention over a bidirectional encoder ----------------------------------------------------------
+def attention_heatmaps(examples: list, ncols: int = 3, height: float = 2.6) -> Any:
+    """One heatmap per example: its attention weights, output phonemes (rows) against input letters (columns).
+
+    ``examples`` holds dicts with ``word`` (the letters), ``prediction`` (phonemes separated by spaces) and
+    ``weights`` (one row per phoneme, one column per letter); returns the figure.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    nrows = -(-len(examples) // ncols)
+    fig, axes = figure(ncols=ncols, nrows=nrows, height=height, squeeze=False)
+    for ax, example in zip(axes.flat, examples):
+        weights = np.asarray(example["weights"])
+        phonemes = example["prediction"].split()
+        ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(example["word"])), list(example["word"]))
+        ax.set_yticks(range(len(phonemes)), phonemes)
+        ax.tick_params(length=0)
+        ax.grid(False)
+        ax.set_title(example["word"])
+    for ax in list(axes.flat)[len(examples):]:
+        ax.axis("off")
+    return fig

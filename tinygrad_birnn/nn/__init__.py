@@ -10,3 +10,4 @@ from .modules import (Dropout, Embedding, IncompatibleKeys, Linear, Module, Para
                       Sequential, StateDictError, Tanh, load, save, uniform_parameter)
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: F401
 from .crf import CRF  # noqa: F401
+from .attention import AdditiveAttention, attention_mask, masked_softmax  # noqa: F401
