@@ -123,9 +123,10 @@ def cross_entropy(
         keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)
-    flat = log_softmax(logits, axis=-1).reshape(-1, n_classes)
-    rows = xp.arange(flat.shape[0])
-    nll = -flat[rows, targets.reshape(-1)].reshape(targets.shape)
+    # only the target's log-probability is read: where() (not a product with a one-hot, which is 0 * -inf
+    # = nan at a masked class) keeps -inf logits harmless, and its gradient is a plain mask
+    chosen = targets[..., None] == xp.arange(n_classes)
+    nll = -where(chosen, log_softmax(logits, axis=-1), 0.0).sum(axis=-1)
     if (
         weight is not None
     ):  # a masked-out position may hold -inf logits: its loss must not be 0 * inf

@@ -212,8 +212,12 @@ class Tensor(ConversionMixin, InPlaceMixin):
     def _binary(self, name: str, other: Any, reflected: bool = False) -> "Tensor":
         lifted = self._lift(other)
         a, b = (lifted, self) if reflected else (self, lifted)
-        dtype = dtypes.result_type(a.data, b.data) if isinstance(other, Tensor) or hasattr(other, "shape") \
-            else dtypes.result_type(self.data, other)
+        if a.dtype == b.dtype and (a.dtype.kind == "f" or not isinstance(other, (bool, float))):
+            dtype = a.dtype  # the common case: nothing to promote
+        elif isinstance(other, Tensor) or hasattr(other, "shape"):
+            dtype = dtypes.result_type(a.data, b.data)
+        else:
+            dtype = dtypes.result_type(self.data, other)
         if name == "div":
             dtype = dtypes.float_result(dtype)
         elif name == "sub" and (a.dtype == np.bool_ or b.dtype == np.bool_ or isinstance(other, bool)):
@@ -352,7 +356,7 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return apply(PRIMITIVES["relu"], self)
 
     def abs(self) -> "Tensor":
-        """|x|, elementwise (gradient 0 at 0)."""
+        """The absolute value, elementwise (gradient 0 at 0)."""
         return apply(PRIMITIVES["abs"], self)
 
     # --- reductions (axis/keepdims, or PyTorch's dim/keepdim) ------------------------------------------------

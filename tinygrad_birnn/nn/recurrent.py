@@ -35,7 +35,7 @@ _LAYER_ARGS = """
             GPU, 'bptt' on the CPU). 'steps', 'fused' and 'batched' are the former names of the first three.
         dtype: the parameters' dtype (default float32).
 
-    Inputs: input, hx, lengths
+    Inputs:
         input: (T, B, I), (B, T, I) with batch_first, or (T, I) unbatched.
         hx: the initial state{state}, each (num_layers * D, B, H) ((num_layers * D, H) unbatched), D = 2 if
             bidirectional else 1; zeros when omitted.
@@ -44,7 +44,7 @@ _LAYER_ARGS = """
             the end are zero and its final state is the one at its end, as PyTorch computes on
             ``pack_padded_sequence(input, lengths, enforce_sorted=False)``.
 
-    Outputs: output, {final}
+    Outputs:
         output: (T, B, D * H) ((B, T, D * H) with batch_first): the last layer's h_t of every step, the
             forward direction's features first.
         {final}: the final state of every layer and direction, each (num_layers * D, B, H)
@@ -269,11 +269,12 @@ _CELL_DOC = """
         bias: whether the cell has the biases b_ih and b_hh (default True).{extra}
         dtype: the parameters' dtype (default float32).
 
-    Inputs: input, hx
+    Inputs:
         input: (B, I), or (I,) unbatched.
         hx: the state{state}, each (B, H) ((H,) unbatched); zeros when omitted.
 
-    Outputs: the new state{state}, each (B, H) ((H,) unbatched).
+    Outputs:
+        state: the new state{state}, each (B, H) ((H,) unbatched).
 
     Attributes:
         weight_ih ({rows}, I), weight_hh ({rows}, H), bias_ih ({rows},), bias_hh ({rows},): drawn from

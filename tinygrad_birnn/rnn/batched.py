@@ -132,7 +132,7 @@ def _hidden_bias(xp: Any, w: list, dtype: Any) -> Any:
 
 def batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", mask: Any = None,
                      bias: bool = True, needs_input_grad: bool = True) -> tuple:
-    """All directions' chains at once, one step function call per step. Returns (output, *final states)."""
+    """All directions' chains at once, one step function call per step. Returns ``(output, *final_states)``."""
     spec = CELLS[cell]
     initial, weights = args[:spec.states], args[spec.states:]
     xp = xp_of(x, *args)

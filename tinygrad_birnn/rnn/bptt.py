@@ -197,7 +197,7 @@ def layer_forward(
     needs_input_grad: bool = True
 ) -> tuple:
     """Each direction's chain over time, one step function per step. Returns (output,
-    *final states)."""
+    ``*final_states``)."""
     spec = CELLS[cell]
     initial, weights = args[: spec.states], args[spec.states :]
     xp = xp_of(x, *args)

@@ -44,7 +44,7 @@ LSTM_GATES, GRU_GATES = "ifgo", "rzn"
 
 
 def sigmoid_(a: Any) -> Any:
-    """a <- sigmoid(a) in place, exact in both tails (e = exp(-|a|) never overflows; for a < 0 the result is
+    """a <- sigmoid(a) in place, exact in both tails (``e = exp(-abs(a))`` never overflows; for a < 0 the result is
     e/(1+e), so float32 keeps its precision down to sigmoid(-87)): the formula of ``ops.sigmoid`` and of
     ``sigmoid_of`` in :data:`KERNEL_PREAMBLE`."""
     e = np.exp(-np.abs(a))
