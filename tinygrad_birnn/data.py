@@ -54,8 +54,8 @@ def pad_sequences(
             )
         if a.shape[1:] != arrays[0].shape[1:]:
             raise ValueError(
-                f"pad_sequences: sequence {i} has feature shape {a.shape[1:]}, expected "
-                f"{arrays[0].shape[1:]} "
+                f"pad_sequences: sequence {i} has feature shape {a.shape[1:]}, "
+                f"expected {arrays[0].shape[1:]} "
                 "(that of sequence 0); only the first axis, time, may differ"
             )
     lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
