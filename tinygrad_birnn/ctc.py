@@ -274,8 +274,9 @@ def ctc_loss(log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths
 
     >>> import numpy as np
     >>> from tinygrad_birnn import Tensor, functional as F
-    >>> log_probs = F.log_softmax(Tensor(np.zeros((3, 1, 2))), axis=-1)  # T=3, N=1, C=2 (blank and 'a')
-    >>> round(float(ctc_loss(log_probs, [[1]], [3], [1], reduction="sum").item()), 6)  # 6 of 8 paths read 'a'
+    >>> # T=3, N=1, C=2 (blank and 'a'); 6 of the 8 paths read 'a', so the loss is -log(6/8)
+    >>> log_probs = F.log_softmax(Tensor(np.zeros((3, 1, 2))), axis=-1)
+    >>> round(float(ctc_loss(log_probs, [[1]], [3], [1], reduction="sum").item()), 6)
     0.287682
     """
     if not isinstance(log_probs, Tensor):

@@ -70,13 +70,8 @@ def _check_mask(mask: Any, shape: tuple, what: str) -> Tensor | None:
     return as_tensor(m.data.astype(np.float64 if m.dtype == np.float64 else np.float32))
 
 
-def cross_entropy(
-    logits: Tensor,
-    targets: Any,
-    mask: Any = None,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-) -> Tensor:
+def cross_entropy(logits: Tensor, targets: Any, mask: Any = None,
+                  reduction: str = "mean", ignore_index: int = -100) -> Tensor:
     """Mean of -log softmax(logits)[target] over the positions where ``mask`` is
     nonzero.
 
@@ -123,8 +118,8 @@ def cross_entropy(
         keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)
-    # only the target's log-probability is read: where() (not a product with a one-hot, which is 0 * -inf
-    # = nan at a masked class) keeps -inf logits harmless, and its gradient is a plain mask
+    # only the target's log-probability is read: where() (not a product with a one-hot,
+    # 0 * -inf = nan at a masked class) keeps -inf logits harmless; its gradient is a mask
     chosen = targets[..., None] == xp.arange(n_classes)
     nll = -where(chosen, log_softmax(logits, axis=-1), 0.0).sum(axis=-1)
     if (

@@ -81,8 +81,8 @@ class Seq2Seq(Module):
         start_index, end_index: the target tokens that begin and end every output sequence.
         bidirectional, num_layers: of the encoder.
 
-    >>> model = Seq2Seq(5, 6, embedding_size=4, encoder_size=3, decoder_size=4, attention_size=3,
-    ...                 start_index=1, end_index=2)
+    >>> model = Seq2Seq(5, 6, embedding_size=4, encoder_size=3, decoder_size=4,
+    ...                 attention_size=3, start_index=1, end_index=2)
     >>> source = np.array([[3, 4], [4, 0]])  # (T, B): two words, lengths 2 and 1
     >>> logits, weights = model(source, [2, 1], np.array([[1, 1], [5, 3]]))
     >>> logits.shape, weights.shape

@@ -238,7 +238,8 @@ class LSTM(_GatedBase):
     """ + _LAYER_ARGS.format(state=" (h_0, c_0)", rows="4 H", final="(h_n, c_n)") + """
     Example:
         >>> lstm = nn.LSTM(10, 20, bidirectional=True)
-        >>> output, (h_n, c_n) = lstm(Tensor(np.zeros((5, 3, 10), np.float32)), lengths=[5, 2, 4])
+        >>> x = Tensor(np.zeros((5, 3, 10), np.float32))
+        >>> output, (h_n, c_n) = lstm(x, lengths=[5, 2, 4])
         >>> output.shape, h_n.shape, c_n.shape
         ((5, 3, 40), (2, 3, 20), (2, 3, 20))
     """

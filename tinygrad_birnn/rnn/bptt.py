@@ -241,20 +241,10 @@ def layer_forward(
     return (out, *finals), (runs, w_ih)
 
 
-def layer_vjp(
-    g: tuple,
-    ans: tuple,
-    x: Any,
-    *args: Any,
-    res: tuple,
-    cell: str,
-    nonlinearity: str = "tanh",
-    mask: Any = None,
-    bias: bool = True,
-    needs_input_grad: bool = True
-) -> tuple:
-    """BPTT: each direction's chain walked backwards, one backward step function per
-    step."""
+def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
+              nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
+              needs_input_grad: bool = True) -> tuple:
+    """BPTT: each direction's chain walked backwards, one backward step per time step."""
     spec = CELLS[cell]
     runs, w_ih = res
     g_out, g_states = g[0], g[1:]
