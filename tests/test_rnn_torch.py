@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinygrad_birnn as tg
@@ -36,21 +36,6 @@ def rel_err(a, b) -> float:
 
 
 IMPLS = ["bptt", "autograd", "bptt_batched"]
-
-
-def _unstack_of_one_is_wrong() -> bool:
-    """True with an engine whose unstack of a length-1 axis gives a wrong gradient shape (fixed in the engine's
-    own change); the step-by-step layer at T = 1 depends on it, so those cases wait for that fix."""
-    x = tg.Tensor(np.ones((1, 2, 3)), requires_grad=True)
-    tg.unstack(x)[0].sum().backward()
-    return x.grad.shape != x.shape
-
-
-UNSTACK_OF_ONE_WRONG = _unstack_of_one_is_wrong()
-
-
-def waits_for_the_engine(case) -> bool:
-    return UNSTACK_OF_ONE_WRONG and case["impl"] == "autograd" and case["T"] == 1
 
 
 def build(mode, nonlinearity, impl="bptt", input_size=I, hidden_size=H, dtype=np.float64, **kwargs):
@@ -223,7 +208,6 @@ def run_drawn(case):
 @settings(max_examples=40, deadline=None)
 @given(layer_cases())
 def test_drawn_layers_equal_pytorch(case):
-    assume(not waits_for_the_engine(case))
     errors = run_drawn(case)
     worst = max(errors, key=errors.get)
     bound = 1e-9 if case["dtype"] == np.float64 else 2e-4
@@ -238,8 +222,6 @@ def test_edge_sizes_equal_pytorch(mode, nonlinearity, impl, T, B, unbatched):
     case = dict(mode=mode, nonlinearity=nonlinearity, impl=impl, T=T, B=B, I=2, H=3, layers=2, bidirectional=True,
                 batch_first=False, bias=True, given_hx=True, dtype=np.float64, seed=0, unbatched=unbatched,
                 lengths=None)
-    if waits_for_the_engine(case):
-        pytest.skip("the engine's unstack of length 1 gives a wrong gradient shape here")
     errors = run_drawn(case)
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-9, f"{worst}: relative error {errors[worst]:.3g}"
