@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np  # noqa: E402
 import tinygrad_birnn as tg  # noqa: E402
 from tinygrad_birnn import Tensor, ctc, nn, optim  # noqa: E402
 from tinygrad_birnn import functional as F  # noqa: E402
-from tinygrad_birnn.datasets import g2p, stored_file  # noqa: E402
+from tinygrad_birnn.datasets import describe_machine, g2p, stored_file  # noqa: E402
 
 
 class CTCReader(nn.Module):
@@ -65,18 +64,7 @@ def decode(model: CTCReader, batch: list, repeat: int, beam: int, chunk: int = 5
     return greedy, beams
 
 
-def machine() -> str:
-    """The CPU model, core count and BLAS threads, in words."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, BLAS threads {os.environ.get('OMP_NUM_THREADS')}, "
-            f"{platform.system()}, Python {platform.python_version()}, NumPy {np.__version__}")
+machine = describe_machine  # the machine, in words, stored beside the results
 
 
 def arguments() -> argparse.Namespace:

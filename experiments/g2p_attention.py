@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import tinygrad_birnn as tg  # noqa: E402
 from tinygrad_birnn import optim, seq2seq  # noqa: E402
-from tinygrad_birnn.datasets import g2p  # noqa: E402
+from tinygrad_birnn.datasets import describe_machine, g2p  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = g2p.NUM_CLASSES, 0  # target tokens: phonemes 1..39, end 0 (CTC's blank slot), start 40
@@ -122,18 +121,7 @@ def decode(model: seq2seq.Seq2Seq, test_set: list, beam_size: int) -> dict:
     return results
 
 
-def machine() -> str:
-    """The CPU model, core count and BLAS threads, in words."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{model}, {os.cpu_count()} cores, BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}, "
-            f"{platform.system()}, Python {platform.python_version()}, NumPy {np.__version__}")
+machine = describe_machine  # the machine, in words, stored beside the results
 
 
 def attention_examples(model: seq2seq.Seq2Seq, test_set: list) -> list:

@@ -9,6 +9,8 @@ sets read from packages installed from PyPI (nothing is downloaded).
 from __future__ import annotations
 
 import json
+import os
+import platform
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,3 +30,21 @@ def stored_file(name: str) -> Path:
 def read_json(name: str) -> Any:
     """The stored JSON file ``name``, parsed."""
     return json.loads(stored_file(name).read_text(encoding="utf-8"))
+
+
+def describe_machine() -> str:
+    """The CPU model, core count, BLAS threads, system, Python and NumPy versions, in words: what a script
+    stores beside its results."""
+    import numpy as np  # noqa: PLC0415
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return (f"{model}, {os.cpu_count()} cores, BLAS threads {threads}, {platform.system()}, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}")
