@@ -97,7 +97,7 @@ def main() -> None:
     peers = [p for p in args.peers.split(",") if p != "torch" or torch is not None]
     if "before" in peers and not args.before:
         raise SystemExit("the 'before' peer needs --before REVISION")
-    libraries = {"bptt": (tg, "bptt"), "autograd": (tg, "autograd")}
+    libraries = {"bptt": (tg, "bptt"), "bptt_batched": (tg, "bptt_batched"), "autograd": (tg, "autograd")}
     if "before" in peers:
         libraries["before"] = (library_at(args.before), "fused")
     C = args.classes

@@ -25,6 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 import tinygrad_birnn as tg
 from tinygrad_birnn import GradcheckError, Tensor, backend, gradcheck, ops
+from tinygrad_birnn import functional as F
 from tinygrad_birnn.ops import PRIMITIVES, unbroadcast
 from tinygrad_birnn.tensor import _topological_order, apply
 
@@ -39,7 +40,7 @@ MARKER = re.compile(r"""pytest\.mark\.primitive\(\s*["']([A-Za-z0-9_.\-]+)["']\s
 # the primitives this file's module registers; others (e.g. the fused RNN op) are tested in their own files
 ENGINE_PRIMITIVES = {
     "add", "mul", "div", "neg", "pow", "power", "maximum", "exp", "log", "tanh", "sigmoid", "relu", "abs", "matmul",
-    "sum", "max", "logsumexp", "reshape", "transpose", "getitem", "concatenate", "stack", "where", "cast",
+    "sum", "max", "logsumexp", "log_softmax", "pick", "reshape", "transpose", "getitem", "concatenate", "stack", "where", "cast",
 }
 
 
@@ -251,6 +252,53 @@ def test_logsumexp_does_not_overflow():
     np.testing.assert_allclose(x.grad.numpy(), [0.5, 0.5, 0.0], atol=1e-300)
 
 
+def _anp_log_softmax(x, axis):
+    return x - anp.log(anp.sum(anp.exp(x), axis=axis, keepdims=True))
+
+
+def _pick(x, index):
+    return apply(PRIMITIVES["pick"], x, index=index)
+
+
+def _anp_pick(x, index):
+    return anp.sum(x * (index[..., None] == np.arange(x.shape[-1])), axis=-1)
+
+
+@pytest.mark.primitive("log_softmax")
+@GRAD
+@given(shape=nonscalar_shapes, data=st.data(), seed=seeds)
+def test_log_softmax_vjp(shape, data, seed):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    check_vjp("log_softmax", lambda x: F.log_softmax(x, axis=axis) * 1.0, lambda x: _anp_log_softmax(x, axis),
+              [values(seed, shape)], seed=seed)
+
+
+@pytest.mark.primitive("log_softmax")
+def test_log_softmax_does_not_overflow_and_keeps_masked_classes_harmless():
+    x = Tensor(np.array([[1e4, 0.0, -1e4], [0.0, -np.inf, 1e4]]), requires_grad=True)
+    out = F.log_softmax(x)
+    np.testing.assert_allclose(out.numpy(), [[0.0, -1e4, -2e4], [-1e4, -np.inf, 0.0]])
+    out[:, 0].sum().backward()  # d out[0] / dx = onehot(0) - softmax(x)
+    np.testing.assert_allclose(x.grad.numpy(), [[0.0, 0.0, 0.0], [1.0, 0.0, -1.0]], atol=1e-300)
+
+
+@pytest.mark.primitive("pick")
+@GRAD
+@given(shape=nonscalar_shapes, seed=seeds)
+def test_pick_vjp(shape, seed):
+    index = np.random.default_rng(seed).integers(0, shape[-1], size=shape[:-1])
+    check_vjp("pick", lambda x: _pick(x, index), lambda x: _anp_pick(x, index), [values(seed, shape)], seed=seed)
+
+
+@pytest.mark.primitive("pick")
+def test_pick_reads_one_entry_per_row_and_gives_it_the_gradient():
+    x = Tensor(np.array([[1.0, -np.inf, 3.0], [4.0, 5.0, 6.0]]), requires_grad=True)
+    out = _pick(x, np.array([2, 0]))
+    np.testing.assert_array_equal(out.numpy(), [3.0, 4.0])
+    (out * Tensor(np.array([2.0, 3.0]))).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+
+
 # --- shape and indexing ----------------------------------------------------------------------------------------
 @st.composite
 def reshapes(draw):
@@ -439,6 +487,7 @@ def _r(*shape, seed=0, low=-2.0, high=2.0):
 
 
 _cond = np.array([[True, False, True]])
+_picked = np.array([[0, 3, 3], [1, 2, 0]])
 EXAMPLES = {
     "add": (lambda a, b: a + b, lambda a, b: a + b, [_r(2, 3), _r(3)]),
     "mul": (lambda a, b: a * b, lambda a, b: a * b, [_r(2, 1, 3), _r(4, 1)]),
@@ -457,6 +506,8 @@ EXAMPLES = {
     "sum": (lambda x: x.sum(axis=(0, 2), keepdims=True), lambda x: anp.sum(x, axis=(0, 2), keepdims=True), [_r(2, 3, 4)]),
     "max": (lambda x: x.max(axis=1), lambda x: anp.max(x, axis=1), [_r(2, 3, 4)]),
     "logsumexp": (lambda x: x.logsumexp(axis=-1), lambda x: anp.log(anp.sum(anp.exp(x), axis=-1)), [_r(2, 3, 4)]),
+    "log_softmax": (lambda x: F.log_softmax(x, axis=1), lambda x: _anp_log_softmax(x, 1), [_r(2, 3, 4)]),
+    "pick": (lambda x: _pick(x, _picked), lambda x: _anp_pick(x, _picked), [_r(2, 3, 4)]),
     "reshape": (lambda x: x.reshape(4, -1), lambda x: anp.reshape(x, (4, 6)), [_r(2, 3, 4)]),
     "transpose": (lambda x: x.transpose(2, 0, 1), lambda x: anp.transpose(x, (2, 0, 1)), [_r(2, 3, 4)]),
     "getitem": (lambda x: x[np.array([0, 2, 0]), 1:], lambda x: x[np.array([0, 2, 0]), 1:], [_r(3, 4)]),
@@ -560,6 +611,11 @@ BROKEN = {
     "sum (no broadcast back)": ("sum", lambda g, ans, x, axis=None, keepdims=False: (np.ones_like(x),),
                                 lambda x: (x.sum(axis=0) * np.arange(1.0, 4.0)), [_r(2, 3)]),
     "getitem (repeats lost)": ("getitem", _getitem_by_assignment, lambda x: x[np.array([0, 0, 1])], [_r(3)]),
+    "log_softmax (softmax term left out)": ("log_softmax", lambda g, ans, x, axis=-1: (g,),
+                                            lambda x: F.log_softmax(x) * np.arange(1.0, 4.0), [_r(2, 3)]),
+    "pick (the next entry)": ("pick", lambda g, ans, x, index: (np.where(
+        (index[..., None] + 1) % x.shape[-1] == np.arange(x.shape[-1]), g[..., None], 0.0),),
+        lambda x: _pick(x, np.array([0, 2])), [_r(2, 3)]),
     "logsumexp (unnormalised)": ("logsumexp", lambda g, ans, x, axis=-1, keepdims=False: (g[..., None] * np.exp(x),),
                                  lambda x: x.logsumexp(axis=-1), [_r(2, 3)]),
 }

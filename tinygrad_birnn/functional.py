@@ -1,8 +1,9 @@
 """Compositions of primitives: activations, softmax, losses, dropout.
 
 Nothing here has a hand-written gradient: each function is built from the primitives in
-:mod:`tinygrad_birnn.ops`, so its gradient follows from theirs. The one numerically delicate piece,
-log-sum-exp, is itself a primitive.
+:mod:`tinygrad_birnn.ops`, so its gradient follows from theirs. The numerically delicate piece,
+log-softmax (log-sum-exp subtracted), is itself a primitive, and so is ``pick`` (one entry of the
+last axis per position), which lets the cross-entropy read only the target's log-probability.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from . import backend
 from .backend import xp_of
 from .ctc import ctc_loss  # noqa: F401  (re-exported: the CTC loss lives in ctc.py beside its decoders)
 from .functions import where
-from .tensor import Tensor, as_tensor
+from .ops import PRIMITIVES
+from .shapes import normalize_axis
+from .tensor import Tensor, apply, as_tensor
 
 
 def _as_tensor(x: Any) -> Tensor:
@@ -27,15 +30,17 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """log softmax(x)_i = x_i - logsumexp(x), stable for any size of x.
-
-    Computed as s - logsumexp(s) with s = x - max(x): the max is a constant shift (log_softmax(x - c) =
-    log_softmax(x)), and subtracting it first keeps the result's precision when the logits are large.
-    """
-    xp = xp_of(x.data)
-    m = x.data.max(axis=axis, keepdims=True)
-    shifted = x - xp.where(xp.isfinite(m), m, 0)
-    return shifted - shifted.logsumexp(axis=axis, keepdims=True)
+    """log softmax(x)_i = x_i - logsumexp(x), stable for any size of x: the primitive
+    ``log_softmax`` subtracts the max first (a constant shift: log_softmax(x - c) =
+    log_softmax(x)), so large logits keep their precision, and its gradient is
+    g - softmax(x) sum(g)."""
+    x = _as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"log_softmax: expected floating-point logits; got dtype {x.dtype}")
+    axis = normalize_axis(axis, x.ndim)
+    if x.ndim == 0:  # one entry (axis 0 or -1, as in PyTorch): log 1 = 0
+        return apply(PRIMITIVES["log_softmax"], x.reshape(1), axis=0).reshape(())
+    return apply(PRIMITIVES["log_softmax"], x, axis=axis)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -118,10 +123,9 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None,
         keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)
-    # only the target's log-probability is read: where() (not a product with a one-hot,
-    # 0 * -inf = nan at a masked class) keeps -inf logits harmless; its gradient is a mask
-    chosen = targets[..., None] == xp.arange(n_classes)
-    nll = -where(chosen, log_softmax(logits, axis=-1), 0.0).sum(axis=-1)
+    # only the target's log-probability is read (``pick``, not a product with a one-hot:
+    # 0 * -inf = nan at a masked class), so -inf logits elsewhere are harmless
+    nll = -apply(PRIMITIVES["pick"], log_softmax(logits, axis=-1), index=targets)
     if (
         weight is not None
     ):  # a masked-out position may hold -inf logits: its loss must not be 0 * inf

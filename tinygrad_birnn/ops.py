@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import matmul, scatter_add, xp_of
+from .reductions import max_last, sum_last, sum_leading
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
         return g
     extra = g.ndim - len(shape)
     if extra > 0:
-        g = g.sum(axis=tuple(range(extra)))
+        g = sum_leading(g, extra)
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
@@ -160,7 +161,7 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
         g2 = xp.expand_dims(g2, -2)
     if b.ndim == 1:
         g2 = xp.expand_dims(g2, -1)
-    ga = matmul(g2, xp.swapaxes(b2, -1, -2))
+    ga = _matmul(g2, xp.swapaxes(b2, -1, -2))
     if (
         a2.ndim > 2 and b2.ndim == 2
     ):  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
@@ -177,7 +178,12 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
 
 
 def _matmul(a: Any, b: Any) -> Any:
-    return matmul(a, b)  # backend.matmul: every product of the library, so a CUDA-graph capture can reroute them
+    """backend.matmul (every product of the library, so a CUDA-graph capture can reroute them); a stack of
+    rows times one matrix (a Linear layer on (T, B, D)) as one 2-D product, not a loop of small ones."""
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        rows = int(np.prod(a.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
+        return matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+    return matmul(a, b)
 
 
 defprim("matmul", _matmul, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
@@ -229,6 +235,51 @@ defprim(
     "d logsumexp(x) = g*softmax(x); forward shifted by the max, so it never overflows",
 )
 
+def _log_softmax(x: Any, axis: int = -1) -> Any:
+    xp = xp_of(x)
+    if x.shape[axis] == 0:  # nothing to normalise over: an empty result, as in PyTorch
+        return x.copy()
+    last = axis in (-1, x.ndim - 1)
+    m = max_last(x, keepdims=True) if last else x.max(axis=axis, keepdims=True)
+    shifted = x - m  # a constant shift keeps the precision; as PyTorch's, by an infinite max too (nan)
+    e = xp.exp(shifted)
+    return shifted - xp.log(sum_last(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
+
+
+def _log_softmax_vjp(g: Any, ans: Any, x: Any, axis: int = -1) -> tuple:
+    total = sum_last(g, keepdims=True) if axis in (-1, x.ndim - 1) else g.sum(axis=axis, keepdims=True)
+    return (g - xp_of(g).exp(ans) * total,)
+
+
+defprim(
+    "log_softmax",
+    _log_softmax,
+    _log_softmax_vjp,
+    "d log_softmax(x) = g - softmax(x)*sum(g); forward shifted by the max, so it never overflows",
+)
+
+
+def _pick(x: Any, index: Any) -> Any:
+    return xp_of(x).take_along_axis(x, index[..., None], axis=-1)[..., 0]
+
+
+def _pick_vjp(g: Any, ans: Any, x: Any, index: Any) -> tuple:
+    xp = xp_of(x)
+    if xp is np:  # each row gets one entry: a put, no one-hot array
+        out = np.zeros(x.shape, dtype=x.dtype)
+        np.put_along_axis(out, index[..., None], g[..., None], axis=-1)
+        return (out,)
+    chosen = index[..., None] == xp.arange(x.shape[-1])
+    return (xp.where(chosen, g[..., None], 0).astype(x.dtype, copy=False),)
+
+
+defprim(
+    "pick",
+    _pick,
+    _pick_vjp,
+    "d x[..., index] = g at the picked entry of the last axis, 0 elsewhere (index of shape x.shape[:-1])",
+)
+
 # --- shape and indexing ---------------------------------------------------------------------------------------
 
 defprim(
@@ -237,10 +288,17 @@ defprim(
     lambda g, ans, x, shape: (g.reshape(x.shape),),
     "d reshape(x) = g reshaped back",
 )
+def _inverse_permutation(axes: tuple) -> tuple:
+    inverse = [0] * len(axes)
+    for i, a in enumerate(axes):
+        inverse[a] = i
+    return tuple(inverse)
+
+
 defprim(
     "transpose",
     lambda x, axes: x.transpose(axes),
-    lambda g, ans, x, axes: (g.transpose(tuple(np.argsort(axes))),),
+    lambda g, ans, x, axes: (g.transpose(_inverse_permutation(axes)),),
     "d transpose(x, axes) = g transposed by the inverse permutation",
 )
 

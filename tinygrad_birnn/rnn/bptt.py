@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backend import matmul, xp_of
 from ..ops import PRIMITIVES, defprim
+from ..reductions import sum_leading
 from ..tensor import Tensor, apply
 from . import steps
 from .steps import CELLS, Cell
@@ -53,7 +54,7 @@ def input_grads(
     flat = dpre.reshape(T * B, dpre.shape[-1])
     dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
     dw_ih = matmul(flat.T, x.reshape(T * B, I))
-    db = flat.sum(axis=0) if w[0][2] is not None else None
+    db = sum_leading(flat, 1) if w[0][2] is not None else None
     rows = dw_ih.shape[0] // len(w)
     split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
     return dx, [dw_ih[s] for s in split], [None if db is None else db[s] for s in split]
