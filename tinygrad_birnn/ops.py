@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import matmul, scatter_add, xp_of
+from . import workspace
 from .reductions import max_last, sum_last, sum_leading
 
 
@@ -182,7 +183,10 @@ def _matmul(a: Any, b: Any) -> Any:
     rows times one matrix (a Linear layer on (T, B, D)) as one 2-D product, not a loop of small ones."""
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
         rows = int(np.prod(a.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
-        return matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+        return _matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
+    if a.ndim == b.ndim == 2 and type(a) is type(b) is np.ndarray and a.dtype == b.dtype:
+        out = workspace.empty(np, (a.shape[0], b.shape[1]), a.dtype)  # reused memory: no fresh pages
+        return matmul(a, b, out=out)
     return matmul(a, b)
 
 

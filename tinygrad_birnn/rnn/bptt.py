@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import workspace
 from ..backend import matmul, xp_of
 from ..ops import PRIMITIVES, defprim
 from ..reductions import sum_leading
@@ -39,7 +40,10 @@ def project_inputs(xp: Any, cell: Cell, x: Any, w: list, dtype: Any) -> tuple:
     (for the GRU b_ih: its step adds b_hh to the product, b_hn belonging inside r (.))."""
     T, B, I = x.shape
     w_ih = xp.concatenate([wd[0] for wd in w], axis=0) if len(w) > 1 else w[0][0]
-    pre = matmul(x.reshape(T * B, I), w_ih.T).astype(dtype, copy=False)
+    if xp is np and x.dtype == w_ih.dtype == dtype:  # into a reused buffer (workspace)
+        pre = matmul(x.reshape(T * B, I), w_ih.T, out=workspace.empty(xp, (T * B, w_ih.shape[0]), dtype))
+    else:
+        pre = matmul(x.reshape(T * B, I), w_ih.T).astype(dtype, copy=False)
     if w[0][2] is not None:
         pre += xp.concatenate([b_ih if cell.bias_inside else b_ih + b_hh for _, _, b_ih, b_hh in w])
     return pre.reshape(T, B, pre.shape[-1]), w_ih
@@ -188,6 +192,16 @@ def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bo
     return {}
 
 
+def in_step_order(xp: Any, a: Any, d: int) -> Any:
+    """A time-ordered array (T, ...) as a contiguous copy in direction d's step order (reversed for d = 1)."""
+    view = in_schedule_order(a, d)
+    if view.flags.c_contiguous:
+        return view
+    out = workspace.empty(xp, a.shape, a.dtype)
+    out[...] = view
+    return out
+
+
 def layer_forward(
     x: Any,
     *args: Any,
@@ -205,105 +219,91 @@ def layer_forward(
     w = unpack_weights(weights, bias)
     dtype = np.result_type(*[a.dtype for a in (x, *args)])
     (T, B, _), D, H = x.shape, len(w), initial[0].shape[-1]
-    pre, w_ih = project_inputs(xp, spec, x, w, dtype)
-    GH = spec.gates * H
     runs = []
     for d in range(D):
-        states = tuple(xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states))
+        x_d = in_step_order(xp, x, d)  # the inputs as this chain reads them
+        pre, _ = project_inputs(xp, spec, x_d, [w[d]], dtype)
+        states = tuple(workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states))
         for buffer, start in zip(states, initial):
             buffer[0] = start[d]
-        saved = tuple(xp.empty((T, B, k * H), dtype=dtype) for k in spec.saved)
+        saved = tuple(workspace.empty(xp, (T, B, k * H), dtype) for k in spec.saved)
         product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
         m = None if mask is None else in_schedule_order(mask, d)
-        forward_loop(
-            spec,
-            product,
-            in_schedule_order(pre[:, :, d * GH : (d + 1) * GH], d),
-            m,
-            states,
-            saved,
-            **cell_params(
-                spec,
-                nonlinearity,
-                None if w[d][3] is None else w[d][3].astype(dtype, copy=False),
-            )
-        )
-        runs.append((states, saved))
-    out = xp.empty((T, B, D * H), dtype=dtype)
-    for d, (states, _) in enumerate(runs):
+        b_hh = None if w[d][3] is None else w[d][3].astype(dtype, copy=False)
+        forward_loop(spec, product, pre, m, states, saved, **cell_params(spec, nonlinearity, b_hh))
+        runs.append((states, saved, x_d))
+    out = workspace.empty(xp, (T, B, D * H), dtype)
+    for d, (states, _, _) in enumerate(runs):
         h = in_schedule_order(states[0][1:], d)
         if mask is None:
             out[:, :, d * H : (d + 1) * H] = h
         else:
             xp.multiply(h, mask, out=out[:, :, d * H : (d + 1) * H])
     finals = tuple(
-        xp.stack([states[k][T] for states, _ in runs]) for k in range(spec.states)
+        xp.stack([states[k][T] for states, _, _ in runs]) for k in range(spec.states)
     )
-    return (out, *finals), (runs, w_ih)
+    return (out, *finals), runs
+
+
+def direction_vjp(spec: Cell, run: tuple, d: int, g_out: Any, g_states: tuple, wd: tuple, mask: Any,
+                  nonlinearity: str) -> tuple:
+    """BPTT along direction d's chain: (dE/d initial states, delta, input-side delta), the deltas (T, B, G*H)
+    in the chain's step order; for the GRU the input side's differ in the n block."""
+    states, saved, _ = run
+    xp, (T1, B, H) = xp_of(states[0]), states[0].shape
+    T, GH, dtype = T1 - 1, spec.gates * H, states[0].dtype
+    delta = workspace.empty(xp, (T, B, GH), dtype)
+    input_delta = workspace.empty(xp, (T, B, GH), dtype) if spec.bias_inside else delta
+    carries = tuple(workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states))
+    carries[0][T] = 0  # skip: nothing bypasses W_hh after the last step
+    if mask is None and not steps.is_cupy_array(delta) and not spec.direct_path:
+        carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
+    for buffer, gk in zip(carries[1:], g_states[1:]):
+        buffer[T] = gk[d]  # dE/dc after the last step
+    through = backward_loop(
+        spec,
+        Product(xp, wd[1].astype(dtype, copy=False), B),
+        g_states[0][d].astype(dtype),
+        in_step_order(xp, g_out[:, :, d * H : (d + 1) * H], d),
+        None if mask is None else in_schedule_order(mask, d),
+        states,
+        saved,
+        delta,
+        input_delta[..., 2 * H :] if spec.bias_inside else None,
+        carries,
+        **cell_params(spec, nonlinearity, backward=True)
+    )
+    first = through.copy() if carries[0] is None else carries[0][0] + through
+    if spec.bias_inside:
+        input_delta[..., : 2 * H] = delta[..., : 2 * H]  # r and z: the same delta on both sides
+    return (first, *[c[0] for c in carries[1:]]), delta, input_delta
 
 
 def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
               nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
               needs_input_grad: bool = True) -> tuple:
-    """BPTT: each direction's chain walked backwards, one backward step per time step."""
-    spec = CELLS[cell]
-    runs, w_ih = res
-    g_out, g_states = g[0], g[1:]
-    xp = xp_of(g_out)
+    """BPTT: each direction's chain walked backwards, one backward step per time step; then the weight and
+    input gradients of each direction from one matmul each."""
+    spec, runs = CELLS[cell], res
     w = unpack_weights(args[spec.states :], bias)
-    dtype = runs[0][0][0].dtype
-    (T, B, _), D, H = x.shape, len(w), runs[0][0][0].shape[-1]
-    GH = spec.gates * H
-    dpre = xp.empty(
-        (T, B, D * GH), dtype=dtype
-    )  # deltas of the input projections, in time order
-    dstates, dw_hh, db_hh = [[] for _ in range(spec.states)], [], []
-    for d, (states, saved) in enumerate(runs):
-        block = in_schedule_order(dpre[:, :, d * GH : (d + 1) * GH], d)
-        delta = xp.empty((T, B, GH), dtype=dtype) if spec.bias_inside else block
-        carries = tuple(
-            xp.empty((T + 1, B, H), dtype=dtype) for _ in range(spec.states)
-        )
-        carries[0][T] = 0  # skip: nothing bypasses W_hh after the last step
-        if mask is None and not steps.is_cupy_array(dpre) and not spec.direct_path:
-            carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
-        for buffer, gk in zip(carries[1:], g_states[1:]):
-            buffer[T] = gk[d]  # dE/dc after the last step
-        product = Product(xp, w[d][1].astype(dtype, copy=False), B)
-        m = None if mask is None else in_schedule_order(mask, d)
-        g_d = in_schedule_order(g_out[:, :, d * H : (d + 1) * H], d)
-        through = backward_loop(
-            spec,
-            product,
-            g_states[0][d].astype(dtype),
-            g_d,
-            m,
-            states,
-            saved,
-            delta,
-            block[..., 2 * H :] if spec.bias_inside else None,
-            carries,
-            **cell_params(spec, nonlinearity, backward=True)
-        )
-        dstates[0].append(
-            through.copy() if carries[0] is None else carries[0][0] + through
-        )
-        for k in range(1, spec.states):
-            dstates[k].append(carries[k][0])
-        dw_hh.append(
-            hidden_weight_grad(
-                in_schedule_order(delta, d), in_schedule_order(states[0][:-1], d)
-            )
-        )
-        if spec.bias_inside:
-            block[..., : 2 * H] = delta[
-                ..., : 2 * H
-            ]  # r and z: the same delta on both sides
-            db_hh.append(in_schedule_order(delta, d).sum(axis=(0, 1)) if bias else None)
-    dx, dw_ih, db = input_grads(xp, x, dpre, w_ih, w, needs_input_grad)
-    if not spec.bias_inside:
-        db_hh = [None if b is None else b.copy() for b in db]
-    return pack_grads(dx, [xp.stack(s) for s in dstates], dw_ih, dw_hh, db, db_hh, bias)
+    dx, dstates, dw_ih, dw_hh, db_ih, db_hh = None, [], [], [], [], []
+    for d, run in enumerate(runs):
+        first, delta, input_delta = direction_vjp(spec, run, d, g[0], g[1:], w[d], mask, nonlinearity)
+        dstates.append(first)
+        dw_hh.append(hidden_weight_grad(delta, run[0][0][:-1]))  # both in the chain's order
+        dx_d, (dw,), (db,) = input_grads(xp_of(delta), run[2], input_delta, w[d][0], [w[d]], needs_input_grad)
+        if dx_d is not None:
+            dx_d = in_schedule_order(dx_d, d)
+            dx = dx_d if dx is None else dx + dx_d
+        dw_ih.append(dw)
+        db_ih.append(db)
+        if bias:
+            db_hh.append(sum_leading(delta, 2) if spec.bias_inside else db.copy())
+        else:
+            db_hh.append(None)
+    xp = xp_of(g[0])
+    dstate_arrays = [xp.stack([s[k] for s in dstates]) for k in range(spec.states)]
+    return pack_grads(dx, dstate_arrays, dw_ih, dw_hh, db_ih, db_hh, bias)
 
 
 def rnn_layer_forward(x: Any, h0: Any, *weights: Any, nonlinearity: str = "tanh", mask: Any = None,

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .. import backend
+from .. import backend, workspace
 
 KERNEL_PREAMBLE = ("template <typename U> __device__ U sigmoid_of(U a) {"
                    " U e = exp(-fabs(a)); return a >= (U)0 ? (U)1 / ((U)1 + e) : e / ((U)1 + e); }")
@@ -206,7 +206,7 @@ def rnn_prepare_backward(
     if is_cupy_array(h):
         return saved
     if nonlinearity == "tanh":
-        deriv = h * h
+        deriv = np.multiply(h, h, out=workspace.empty(np, h.shape, h.dtype))
         np.subtract(1, deriv, out=deriv)
     else:
         deriv = (h > 0).astype(h.dtype)
