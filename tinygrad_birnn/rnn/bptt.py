@@ -1,17 +1,19 @@
 """Backpropagation through time by hand: a whole (bi)directional layer as one autograd node (``impl="bptt"``).
 
-The forward pass projects the inputs of every step and both directions with one matmul (``pre``), then runs
-each direction's chain over time, one step function of :mod:`.steps` per step, into preallocated buffers.
+The forward pass projects the inputs of every step of a direction with one matmul (``pre``), then runs the
+direction's chain over time, one step function of :mod:`.steps` per step, into preallocated buffers.
 The VJP is backpropagation through time written by hand (Schuster & Paliwal's procedure for a bidirectional
 layer: the forward chain t = 1..T, the backward chain t = T..1, then the deltas back through both): each
-direction's chain is walked in reverse, one backward step function per step, and the weight and input
-gradients come from one matmul each over all steps.
+direction's chain is walked in reverse, one backward step function per step (:func:`direction_vjp`), and the
+weight and input gradients come from one matmul each over all steps.
 
 Every buffer here is in *schedule order*, indexed by the step s a direction takes: s = t for the forward
-chain and s = T-1-t for the backward one, whose time-ordered arrays are read through reversed views. A state
-buffer has T+1 entries: step s reads [s] and writes [s + 1]; a carry buffer of the VJP likewise, read at
-[s + 1] and written at [s]. The loops (:func:`forward_loop`, :func:`backward_loop`) serve both drivers, this
-one and :mod:`.batched`, which steps all directions together.
+chain and s = T-1-t for the backward one. What a chain reads at every step (its inputs, the gradient of its
+output) is first copied into that order, contiguous (:func:`in_step_order`), so each step's row is one block
+of memory. A state buffer has T+1 entries: step s reads [s] and writes [s + 1]; a carry buffer of the VJP
+likewise, read at [s + 1] and written at [s]. The buffers come from :mod:`tinygrad_birnn.workspace`, reused
+from one training step to the next. The loops (:func:`forward_loop`, :func:`backward_loop`) serve both
+drivers, this one and :mod:`.batched`, which steps all directions together.
 """
 from __future__ import annotations
 
@@ -260,11 +262,12 @@ def direction_vjp(spec: Cell, run: tuple, d: int, g_out: Any, g_states: tuple, w
         carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
     for buffer, gk in zip(carries[1:], g_states[1:]):
         buffer[T] = gk[d]  # dE/dc after the last step
+    g_d = in_step_order(xp, g_out[:, :, d * H : (d + 1) * H], d)  # the output's gradient, in the chain's order
     through = backward_loop(
         spec,
         Product(xp, wd[1].astype(dtype, copy=False), B),
         g_states[0][d].astype(dtype),
-        in_step_order(xp, g_out[:, :, d * H : (d + 1) * H], d),
+        g_d,
         None if mask is None else in_schedule_order(mask, d),
         states,
         saved,
@@ -287,12 +290,14 @@ def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
     spec, runs = CELLS[cell], res
     w = unpack_weights(args[spec.states :], bias)
     dx, dstates, dw_ih, dw_hh, db_ih, db_hh = None, [], [], [], [], []
+    xp = xp_of(g[0])
     for d, run in enumerate(runs):
         first, delta, input_delta = direction_vjp(spec, run, d, g[0], g[1:], w[d], mask, nonlinearity)
         dstates.append(first)
-        dw_hh.append(hidden_weight_grad(delta, run[0][0][:-1]))  # both in the chain's order
-        dx_d, (dw,), (db,) = input_grads(xp_of(delta), run[2], input_delta, w[d][0], [w[d]], needs_input_grad)
-        if dx_d is not None:
+        states, _, x_d = run  # x_d: the inputs in the chain's order
+        dw_hh.append(hidden_weight_grad(delta, states[0][:-1]))  # both in the chain's order
+        dx_d, (dw,), (db,) = input_grads(xp, x_d, input_delta, w[d][0], [w[d]], needs_input_grad)
+        if dx_d is not None:  # back in time order, the chains' contributions added
             dx_d = in_schedule_order(dx_d, d)
             dx = dx_d if dx is None else dx + dx_d
         dw_ih.append(dw)
@@ -301,7 +306,6 @@ def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
             db_hh.append(sum_leading(delta, 2) if spec.bias_inside else db.copy())
         else:
             db_hh.append(None)
-    xp = xp_of(g[0])
     dstate_arrays = [xp.stack([s[k] for s in dstates]) for k in range(spec.states)]
     return pack_grads(dx, dstate_arrays, dw_ih, dw_hh, db_ih, db_hh, bias)
 
