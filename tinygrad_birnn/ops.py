@@ -20,7 +20,7 @@ import numpy as np
 
 from .backend import matmul, scatter_add, xp_of
 from . import workspace
-from .reductions import max_last, sum_last, sum_leading
+from .reductions import max_last
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
         return g
     extra = g.ndim - len(shape)
     if extra > 0:
-        g = sum_leading(g, extra)
+        g = g.sum(axis=tuple(range(extra)))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
@@ -247,12 +247,11 @@ def _log_softmax(x: Any, axis: int = -1) -> Any:
     m = max_last(x, keepdims=True) if last else x.max(axis=axis, keepdims=True)
     shifted = x - m  # a constant shift keeps the precision; as PyTorch's, by an infinite max too (nan)
     e = xp.exp(shifted)
-    return shifted - xp.log(sum_last(e, keepdims=True) if last else e.sum(axis=axis, keepdims=True))
+    return shifted - xp.log(e.sum(axis=axis, keepdims=True))
 
 
 def _log_softmax_vjp(g: Any, ans: Any, x: Any, axis: int = -1) -> tuple:
-    total = sum_last(g, keepdims=True) if axis in (-1, x.ndim - 1) else g.sum(axis=axis, keepdims=True)
-    return (g - xp_of(g).exp(ans) * total,)
+    return (g - xp_of(g).exp(ans) * g.sum(axis=axis, keepdims=True),)
 
 
 defprim(

@@ -1,17 +1,15 @@
-"""Sums and maxima along the axes where NumPy's own reductions are slow.
+"""The maximum over a short last axis, where NumPy's own reduction is slow.
 
-NumPy reduces a C-ordered array one output element at a time along the last axis, and row
-by row along the first: both are quick for long axes, but a loss over a batch reduces the
-short class axis of many rows (a (1024, 16) array: ``x.max(axis=1)`` takes about 50 µs on
-one core, ten times its arithmetic), and a bias gradient sums many rows. Here the sums are
-matrix-vector products with a vector of ones (BLAS, in the array's dtype, as fast as a
-copy), and the maximum over a short last axis reads the array transposed, so each step of
-the reduction is one vectorised ``maximum`` of two rows.
+NumPy reduces a C-ordered array along its last axis one output element at a time: quick for long rows, but a
+loss over a batch reduces the short class axis of many rows (a (1024, 16) array: ``x.max(axis=1)`` takes
+about 50 µs on one core, ten times its arithmetic). :func:`max_last` reads the array transposed, so each step
+of the reduction is one vectorised ``maximum`` of two rows. A maximum does not depend on the order it is
+taken in, so the result is NumPy's to the bit. (Sums are left to NumPy: a BLAS product with ones would be as
+fast, but it adds in another order, and the chapters' training runs that follow chaotic paths, chapter 5's
+exploding gradients, chapter 9's memory task, end elsewhere when the last bits change.)
 
-The results are those of ``a.sum`` and ``a.max`` up to the order of additions: BLAS adds in
-blocks, NumPy pairwise along a contiguous axis; both err by a few units in the last place for
-the lengths these are used on (a sum over a last axis longer than :data:`SHORT` goes to
-NumPy). Integer, boolean and CuPy arrays go to their own ``sum``/``max`` unchanged.
+Only float32 and float64 NumPy arrays with a last axis of at most :data:`SHORT` entries take this path;
+others go to their own ``max``.
 """
 from __future__ import annotations
 
@@ -19,33 +17,16 @@ from typing import Any
 
 import numpy as np
 
-SHORT = 256  # a last axis at most this long is reduced here; a longer one by NumPy (pairwise, exact enough)
+SHORT = 256  # a last axis at most this long is reduced here
 
 
-def _by_blas(a: Any) -> bool:
+def _fast(a: Any) -> bool:
     return type(a) is np.ndarray and a.dtype.kind == "f" and a.dtype.itemsize >= 4 and a.size > 0
-
-
-def sum_leading(a: Any, n: int) -> Any:
-    """``a.sum(axis=tuple(range(n)))``: the sum over the first ``n`` axes (a bias's gradient over a batch)."""
-    if not _by_blas(a) or n == 0 or a.ndim == n:
-        return a.sum(axis=tuple(range(n)))
-    rest = a.shape[n:]
-    rows = a.reshape(-1, int(np.prod(rest)))
-    return (np.ones(rows.shape[0], dtype=a.dtype) @ rows).reshape(rest)
-
-
-def sum_last(a: Any, keepdims: bool = False) -> Any:
-    """``a.sum(axis=-1, keepdims=keepdims)``."""
-    if not _by_blas(a) or a.ndim < 2 or a.shape[-1] > SHORT:
-        return a.sum(axis=-1, keepdims=keepdims)
-    out = a @ np.ones(a.shape[-1], dtype=a.dtype)
-    return out[..., None] if keepdims else out
 
 
 def max_last(a: Any, keepdims: bool = False) -> Any:
     """``a.max(axis=-1, keepdims=keepdims)`` (nan where a row holds a nan, as NumPy's)."""
-    if not _by_blas(a) or a.ndim < 2 or a.shape[-1] > SHORT or a.shape[-1] == 0:
+    if not _fast(a) or a.ndim < 2 or a.shape[-1] > SHORT or a.shape[-1] == 0:
         return a.max(axis=-1, keepdims=keepdims)
     columns = np.ascontiguousarray(np.moveaxis(a, -1, 0))  # (C, ...): row k = entry k of every row of a
     out = columns.max(axis=0)

@@ -24,7 +24,6 @@ import numpy as np
 from .. import workspace
 from ..backend import matmul, xp_of
 from ..ops import PRIMITIVES, defprim
-from ..reductions import sum_leading
 from ..tensor import Tensor, apply
 from . import steps
 from .steps import CELLS, Cell
@@ -60,7 +59,7 @@ def input_grads(
     flat = dpre.reshape(T * B, dpre.shape[-1])
     dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
     dw_ih = matmul(flat.T, x.reshape(T * B, I))
-    db = sum_leading(flat, 1) if w[0][2] is not None else None
+    db = flat.sum(axis=0) if w[0][2] is not None else None
     rows = dw_ih.shape[0] // len(w)
     split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
     return dx, [dw_ih[s] for s in split], [None if db is None else db[s] for s in split]
@@ -303,7 +302,7 @@ def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
         dw_ih.append(dw)
         db_ih.append(db)
         if bias:
-            db_hh.append(sum_leading(delta, 2) if spec.bias_inside else db.copy())
+            db_hh.append(delta.sum(axis=(0, 1)) if spec.bias_inside else db.copy())
         else:
             db_hh.append(None)
     dstate_arrays = [xp.stack([s[k] for s in dstates]) for k in range(spec.states)]
