@@ -264,3 +264,55 @@ def test_adam_gpu_kernel_body_equals_the_numpy_update_on_the_host(tmp_path, dtyp
         kernel(ctypes.c_long(p.size), ptr(g), ctypes.c_double(t), ctypes.c_double(lr), ctypes.c_double(betas[0]),
                ctypes.c_double(betas[1]), ctypes.c_double(eps), ptr(p), ptr(m), ptr(v))
         np.testing.assert_allclose(p, expected[t - 1][0], rtol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+# --- all parameters updated at once (one update() on their concatenation) ------------------------------------
+def _twins(make_optimizer, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (4,), (2, 2, 2), ()]
+    values = [rng.standard_normal(s) for s in shapes]
+    together = [nn.Parameter(v.copy(), dtype=np.float64) for v in values]
+    one_by_one = [nn.Parameter(v.copy(), dtype=np.float64) for v in values]
+    a, b = make_optimizer(together), make_optimizer(one_by_one)
+    b._update_together = lambda live: False  # the per-parameter loop
+    return together, one_by_one, a, b
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda ps: optim.Adam(ps, lr=0.1),
+    lambda ps: optim.Adam(ps, lr=0.05, betas=(0.5, 0.9), weight_decay=0.1),
+    lambda ps: optim.SGD(ps, lr=0.1),
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+])
+def test_updating_all_parameters_at_once_is_the_per_parameter_rule_to_the_bit(make_optimizer):
+    together, one_by_one, a, b = _twins(make_optimizer)
+    rng = np.random.default_rng(1)
+    for step in range(7):
+        skipped = 1 if step in (3, 4) else None  # a parameter without a gradient for two steps
+        for i, (p, q) in enumerate(zip(together, one_by_one)):
+            g = rng.standard_normal(p.shape)
+            p.grad = None if i == skipped else Tensor(g.copy())
+            q.grad = None if i == skipped else Tensor(g.copy())
+        a.step()
+        b.step()
+        for p, q in zip(together, one_by_one):
+            np.testing.assert_array_equal(p.numpy(), q.numpy())
+        for sa, sb in zip(a.state, b.state):
+            assert sa.keys() == sb.keys()
+            for key in sa:
+                np.testing.assert_array_equal(sa[key], sb[key])
+
+
+def test_updating_at_once_is_taken_and_keeps_each_parameters_state_a_view():
+    together, _, a, _ = _twins(lambda ps: optim.Adam(ps, lr=0.1))
+    calls = []
+    original = a.update
+    a.update = lambda p, g, state: (calls.append(p.shape), original(p, g, state))
+    for p in together:
+        p.grad = Tensor(np.ones(p.shape))
+    a.step()
+    assert calls == [(12 + 4 + 8 + 1,)]  # one call, on the concatenation
+    versions = [p._version for p in together]
+    a.step()
+    assert [p._version for p in together] == [v + 1 for v in versions]  # every parameter counted as changed
+    assert all(st["m"].shape == p.shape and st["step"] == 2 for st, p in zip(a.state, together))

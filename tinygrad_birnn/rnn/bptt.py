@@ -194,7 +194,8 @@ def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bo
 
 
 def in_step_order(xp: Any, a: Any, d: int) -> Any:
-    """A time-ordered array (T, ...) as a contiguous copy in direction d's step order (reversed for d = 1)."""
+    """A time-ordered array (T, ...) as a contiguous copy in direction d's step order
+    (reversed for d = 1)."""
     view = in_schedule_order(a, d)
     if view.flags.c_contiguous:
         return view
@@ -224,14 +225,17 @@ def layer_forward(
     for d in range(D):
         x_d = in_step_order(xp, x, d)  # the inputs as this chain reads them
         pre, _ = project_inputs(xp, spec, x_d, [w[d]], dtype)
-        states = tuple(workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states))
+        states = tuple(
+            workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states)
+        )
         for buffer, start in zip(states, initial):
             buffer[0] = start[d]
         saved = tuple(workspace.empty(xp, (T, B, k * H), dtype) for k in spec.saved)
         product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
         m = None if mask is None else in_schedule_order(mask, d)
         b_hh = None if w[d][3] is None else w[d][3].astype(dtype, copy=False)
-        forward_loop(spec, product, pre, m, states, saved, **cell_params(spec, nonlinearity, b_hh))
+        params = cell_params(spec, nonlinearity, b_hh)
+        forward_loop(spec, product, pre, m, states, saved, **params)
         runs.append((states, saved, x_d))
     out = workspace.empty(xp, (T, B, D * H), dtype)
     for d, (states, _, _) in enumerate(runs):
@@ -246,22 +250,34 @@ def layer_forward(
     return (out, *finals), runs
 
 
-def direction_vjp(spec: Cell, run: tuple, d: int, g_out: Any, g_states: tuple, wd: tuple, mask: Any,
-                  nonlinearity: str) -> tuple:
-    """BPTT along direction d's chain: (dE/d initial states, delta, input-side delta), the deltas (T, B, G*H)
-    in the chain's step order; for the GRU the input side's differ in the n block."""
+def direction_vjp(
+    spec: Cell,
+    run: tuple,
+    d: int,
+    g_out: Any,
+    g_states: tuple,
+    wd: tuple,
+    mask: Any,
+    nonlinearity: str,
+) -> tuple:
+    """BPTT along direction d's chain. Returns (dE/d its initial states, delta,
+    input-side delta), the deltas (T, B, G*H) in the chain's step order; for the GRU
+    the input side's differ in the n block."""
     states, saved, _ = run
     xp, (T1, B, H) = xp_of(states[0]), states[0].shape
     T, GH, dtype = T1 - 1, spec.gates * H, states[0].dtype
     delta = workspace.empty(xp, (T, B, GH), dtype)
     input_delta = workspace.empty(xp, (T, B, GH), dtype) if spec.bias_inside else delta
-    carries = tuple(workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states))
+    carries = tuple(
+        workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states)
+    )
     carries[0][T] = 0  # skip: nothing bypasses W_hh after the last step
     if mask is None and not steps.is_cupy_array(delta) and not spec.direct_path:
         carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
     for buffer, gk in zip(carries[1:], g_states[1:]):
         buffer[T] = gk[d]  # dE/dc after the last step
-    g_d = in_step_order(xp, g_out[:, :, d * H : (d + 1) * H], d)  # the output's gradient, in the chain's order
+    # the gradient of the chain's output, in the chain's order
+    g_d = in_step_order(xp, g_out[:, :, d * H : (d + 1) * H], d)
     through = backward_loop(
         spec,
         Product(xp, wd[1].astype(dtype, copy=False), B),
@@ -277,25 +293,31 @@ def direction_vjp(spec: Cell, run: tuple, d: int, g_out: Any, g_states: tuple, w
     )
     first = through.copy() if carries[0] is None else carries[0][0] + through
     if spec.bias_inside:
-        input_delta[..., : 2 * H] = delta[..., : 2 * H]  # r and z: the same delta on both sides
+        # r and z: the same delta on both sides
+        input_delta[..., : 2 * H] = delta[..., : 2 * H]
     return (first, *[c[0] for c in carries[1:]]), delta, input_delta
 
 
 def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
               nonlinearity: str = "tanh", mask: Any = None, bias: bool = True,
               needs_input_grad: bool = True) -> tuple:
-    """BPTT: each direction's chain walked backwards, one backward step per time step; then the weight and
-    input gradients of each direction from one matmul each."""
+    """BPTT: each direction's chain walked backwards, one backward step per time step;
+    then the weight and input gradients of each direction from one matmul each."""
     spec, runs = CELLS[cell], res
     w = unpack_weights(args[spec.states :], bias)
     dx, dstates, dw_ih, dw_hh, db_ih, db_hh = None, [], [], [], [], []
     xp = xp_of(g[0])
     for d, run in enumerate(runs):
-        first, delta, input_delta = direction_vjp(spec, run, d, g[0], g[1:], w[d], mask, nonlinearity)
+        first, delta, input_delta = direction_vjp(
+            spec, run, d, g[0], g[1:], w[d], mask, nonlinearity
+        )
         dstates.append(first)
         states, _, x_d = run  # x_d: the inputs in the chain's order
-        dw_hh.append(hidden_weight_grad(delta, states[0][:-1]))  # both in the chain's order
-        dx_d, (dw,), (db,) = input_grads(xp, x_d, input_delta, w[d][0], [w[d]], needs_input_grad)
+        # both in the chain's order
+        dw_hh.append(hidden_weight_grad(delta, states[0][:-1]))
+        dx_d, (dw,), (db,) = input_grads(
+            xp, x_d, input_delta, w[d][0], [w[d]], needs_input_grad
+        )
         if dx_d is not None:  # back in time order, the chains' contributions added
             dx_d = in_schedule_order(dx_d, d)
             dx = dx_d if dx is None else dx + dx_d
