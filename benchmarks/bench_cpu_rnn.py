@@ -4,6 +4,7 @@ The model: a 1-layer bidirectional tanh RNN, a linear readout on [h_t || h'_t] a
 over all steps, float32; one step = forward, backward, optimizer step (Adam). The peers:
 
 * ``bptt``: the library, ``impl="bptt"`` (one autograd node per layer, BPTT by hand; the CPU default);
+* ``bptt_batched``: the library, ``impl="bptt_batched"`` (both directions per step: the GPU's default);
 * ``autograd``: the library, ``impl="autograd"`` (the cells step by step, the engine differentiates them);
 * ``before``: the library as it was at the git revision ``--before`` names, ``impl="fused"`` (its name there),
   imported from a copy of that revision's package under another name, so both versions run in one process;
@@ -49,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sizes", default=None, help="comma-separated T:B:D:H, e.g. 64:64:64:128")
     p.add_argument("--classes", type=int, default=16, help="readout classes")
     p.add_argument("--peers", default="bptt,autograd,numpy,torch",
-                   help="which of bptt, autograd, before, numpy, torch to time (comma-separated)")
+                   help="which of bptt, bptt_batched, autograd, before, numpy, torch to time (comma-separated)")
     p.add_argument("--before", default=None, help="git revision whose library the 'before' peer runs")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",
                    help="wall time, or this process's CPU time (all its threads): steadier on a shared machine, "
