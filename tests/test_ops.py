@@ -40,7 +40,7 @@ MARKER = re.compile(r"""pytest\.mark\.primitive\(\s*["']([A-Za-z0-9_.\-]+)["']\s
 # the primitives this file's module registers; others (e.g. the fused RNN op) are tested in their own files
 ENGINE_PRIMITIVES = {
     "add", "mul", "div", "neg", "pow", "power", "maximum", "exp", "log", "tanh", "sigmoid", "relu", "abs", "matmul",
-    "sum", "max", "logsumexp", "log_softmax", "pick", "reshape", "transpose", "getitem", "concatenate", "stack", "where", "cast",
+    "sum", "max", "logsumexp", "log_softmax", "softmax_cross_entropy", "reshape", "transpose", "getitem", "concatenate", "stack", "where", "cast",
 }
 
 
@@ -256,12 +256,13 @@ def _anp_log_softmax(x, axis):
     return x - anp.log(anp.sum(anp.exp(x), axis=axis, keepdims=True))
 
 
-def _pick(x, index):
-    return apply(PRIMITIVES["pick"], x, index=index)
+def _ce(x, index):
+    return apply(PRIMITIVES["softmax_cross_entropy"], x, index=index)
 
 
-def _anp_pick(x, index):
-    return anp.sum(x * (index[..., None] == np.arange(x.shape[-1])), axis=-1)
+def _anp_ce(x, index):
+    picked = anp.sum(x * (index[..., None] == np.arange(x.shape[-1])), axis=-1)
+    return anp.log(anp.sum(anp.exp(x), axis=-1)) - picked
 
 
 @pytest.mark.primitive("log_softmax")
@@ -282,21 +283,38 @@ def test_log_softmax_does_not_overflow_and_keeps_masked_classes_harmless():
     np.testing.assert_allclose(x.grad.numpy(), [[0.0, 0.0, 0.0], [1.0, 0.0, -1.0]], atol=1e-300)
 
 
-@pytest.mark.primitive("pick")
+@pytest.mark.primitive("softmax_cross_entropy")
 @GRAD
 @given(shape=nonscalar_shapes, seed=seeds)
-def test_pick_vjp(shape, seed):
+def test_softmax_cross_entropy_vjp(shape, seed):
     index = np.random.default_rng(seed).integers(0, shape[-1], size=shape[:-1])
-    check_vjp("pick", lambda x: _pick(x, index), lambda x: _anp_pick(x, index), [values(seed, shape)], seed=seed)
+    check_vjp("softmax_cross_entropy", lambda x: _ce(x, index), lambda x: _anp_ce(x, index),
+              [values(seed, shape)], seed=seed)
 
 
-@pytest.mark.primitive("pick")
-def test_pick_reads_one_entry_per_row_and_gives_it_the_gradient():
-    x = Tensor(np.array([[1.0, -np.inf, 3.0], [4.0, 5.0, 6.0]]), requires_grad=True)
-    out = _pick(x, np.array([2, 0]))
-    np.testing.assert_array_equal(out.numpy(), [3.0, 4.0])
+@pytest.mark.primitive("softmax_cross_entropy")
+def test_softmax_cross_entropy_reads_the_target_only_and_its_gradient_is_softmax_minus_onehot():
+    x = Tensor(np.array([[1e4, -np.inf, 0.0], [2.0, 2.0, -np.inf]]), requires_grad=True)
+    out = _ce(x, np.array([2, 0]))
+    np.testing.assert_allclose(out.numpy(), [1e4, np.log(2.0)])
     (out * Tensor(np.array([2.0, 3.0]))).sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [[0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    np.testing.assert_allclose(x.grad.numpy(), [[2.0, 0.0, -2.0], [-1.5, 1.5, 0.0]], atol=1e-300)
+
+
+def test_cross_entropy_is_bitwise_the_composition_it_replaced():
+    """log_softmax then the target's entry, negated: the fused primitive gives the same bits, value and
+    gradient (so trained models and the chapters' stored numbers do not move)."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        z = (rng.standard_normal((7, 5, 6)) * 4).astype(dtype)
+        y = rng.integers(0, 6, size=(7, 5))
+        a, b = Tensor(z, requires_grad=True), Tensor(z, requires_grad=True)
+        F.cross_entropy(a, y).backward()
+        chosen = y[..., None] == np.arange(6)
+        (-tg.where(chosen, F.log_softmax(b), 0.0).sum(axis=-1)).mean().backward()
+        np.testing.assert_array_equal(F.cross_entropy(a, y).numpy(),
+                                      (-tg.where(chosen, F.log_softmax(b), 0.0).sum(axis=-1)).mean().numpy())
+        np.testing.assert_array_equal(a.grad.numpy(), b.grad.numpy())
 
 
 # --- shape and indexing ----------------------------------------------------------------------------------------
@@ -487,7 +505,7 @@ def _r(*shape, seed=0, low=-2.0, high=2.0):
 
 
 _cond = np.array([[True, False, True]])
-_picked = np.array([[0, 3, 3], [1, 2, 0]])
+_targets = np.array([[0, 3, 3], [1, 2, 0]])
 EXAMPLES = {
     "add": (lambda a, b: a + b, lambda a, b: a + b, [_r(2, 3), _r(3)]),
     "mul": (lambda a, b: a * b, lambda a, b: a * b, [_r(2, 1, 3), _r(4, 1)]),
@@ -507,7 +525,7 @@ EXAMPLES = {
     "max": (lambda x: x.max(axis=1), lambda x: anp.max(x, axis=1), [_r(2, 3, 4)]),
     "logsumexp": (lambda x: x.logsumexp(axis=-1), lambda x: anp.log(anp.sum(anp.exp(x), axis=-1)), [_r(2, 3, 4)]),
     "log_softmax": (lambda x: F.log_softmax(x, axis=1), lambda x: _anp_log_softmax(x, 1), [_r(2, 3, 4)]),
-    "pick": (lambda x: _pick(x, _picked), lambda x: _anp_pick(x, _picked), [_r(2, 3, 4)]),
+    "softmax_cross_entropy": (lambda x: _ce(x, _targets), lambda x: _anp_ce(x, _targets), [_r(2, 3, 4)]),
     "reshape": (lambda x: x.reshape(4, -1), lambda x: anp.reshape(x, (4, 6)), [_r(2, 3, 4)]),
     "transpose": (lambda x: x.transpose(2, 0, 1), lambda x: anp.transpose(x, (2, 0, 1)), [_r(2, 3, 4)]),
     "getitem": (lambda x: x[np.array([0, 2, 0]), 1:], lambda x: x[np.array([0, 2, 0]), 1:], [_r(3, 4)]),
@@ -613,9 +631,9 @@ BROKEN = {
     "getitem (repeats lost)": ("getitem", _getitem_by_assignment, lambda x: x[np.array([0, 0, 1])], [_r(3)]),
     "log_softmax (softmax term left out)": ("log_softmax", lambda g, ans, x, axis=-1: (g,),
                                             lambda x: F.log_softmax(x) * np.arange(1.0, 4.0), [_r(2, 3)]),
-    "pick (the next entry)": ("pick", lambda g, ans, x, index: (np.where(
-        (index[..., None] + 1) % x.shape[-1] == np.arange(x.shape[-1]), g[..., None], 0.0),),
-        lambda x: _pick(x, np.array([0, 2])), [_r(2, 3)]),
+    "softmax_cross_entropy (the target's -1 left out)": (
+        "softmax_cross_entropy", lambda g, ans, x, index, res: (np.exp(res[0] - res[1]) * g[..., None],),
+        lambda x: _ce(x, np.array([0, 2])), [_r(2, 3)]),
     "logsumexp (unnormalised)": ("logsumexp", lambda g, ans, x, axis=-1, keepdims=False: (g[..., None] * np.exp(x),),
                                  lambda x: x.logsumexp(axis=-1), [_r(2, 3)]),
 }

@@ -1,9 +1,10 @@
 """Compositions of primitives: activations, softmax, losses, dropout.
 
 Nothing here has a hand-written gradient: each function is built from the primitives in
-:mod:`tinygrad_birnn.ops`, so its gradient follows from theirs. The numerically delicate piece,
-log-softmax (log-sum-exp subtracted), is itself a primitive, and so is ``pick`` (one entry of the
-last axis per position), which lets the cross-entropy read only the target's log-probability.
+:mod:`tinygrad_birnn.ops`, so its gradient follows from theirs. The numerically delicate pieces
+are primitives themselves: ``log_softmax`` (log-sum-exp subtracted) and, for the loss every
+classifier trains with, ``softmax_cross_entropy`` (logsumexp(z) - z_target per position, whose
+gradient is softmax - onehot), as in PyTorch, where both are kernels of their own.
 """
 from __future__ import annotations
 
@@ -123,9 +124,10 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None,
         keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)
-    # only the target's log-probability is read (``pick``, not a product with a one-hot:
-    # 0 * -inf = nan at a masked class), so -inf logits elsewhere are harmless
-    nll = -apply(PRIMITIVES["pick"], log_softmax(logits, axis=-1), index=targets)
+    # one primitive: logsumexp(z) - z_target per position, shifted by the max; only the
+    # target's entry is read (not a product with a one-hot: 0 * -inf = nan at a masked
+    # class), so -inf logits elsewhere are harmless; its gradient is softmax - onehot
+    nll = apply(PRIMITIVES["softmax_cross_entropy"], logits, index=targets)
     if (
         weight is not None
     ):  # a masked-out position may hold -inf logits: its loss must not be 0 * inf

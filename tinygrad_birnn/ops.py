@@ -262,25 +262,31 @@ defprim(
 )
 
 
-def _pick(x: Any, index: Any) -> Any:
-    return xp_of(x).take_along_axis(x, index[..., None], axis=-1)[..., 0]
-
-
-def _pick_vjp(g: Any, ans: Any, x: Any, index: Any) -> tuple:
+def _softmax_cross_entropy(x: Any, index: Any) -> tuple:
+    """-log softmax(x)[..., index] per position: logsumexp(x) - x[index], both shifted by the max."""
     xp = xp_of(x)
-    if xp is np:  # each row gets one entry: a put, no one-hot array
-        out = np.zeros(x.shape, dtype=x.dtype)
-        np.put_along_axis(out, index[..., None], g[..., None], axis=-1)
-        return (out,)
-    chosen = index[..., None] == xp.arange(x.shape[-1])
-    return (xp.where(chosen, g[..., None], 0).astype(x.dtype, copy=False),)
+    m = max_last(x, keepdims=True)
+    shifted = x - m
+    log_total = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+    picked = xp.take_along_axis(shifted, index[..., None], axis=-1)
+    return (log_total - picked)[..., 0], (shifted, log_total)
+
+
+def _softmax_cross_entropy_vjp(g: Any, ans: Any, x: Any, index: Any, res: tuple) -> tuple:
+    shifted, log_total = res
+    xp = xp_of(g)
+    grad = xp.exp(shifted - log_total) * g[..., None]  # softmax(x) g
+    rows = xp.take_along_axis(grad, index[..., None], axis=-1)
+    xp.put_along_axis(grad, index[..., None], rows - g[..., None], axis=-1)  # minus g at the target
+    return (grad,)
 
 
 defprim(
-    "pick",
-    _pick,
-    _pick_vjp,
-    "d x[..., index] = g at the picked entry of the last axis, 0 elsewhere (index of shape x.shape[:-1])",
+    "softmax_cross_entropy",
+    _softmax_cross_entropy,
+    _softmax_cross_entropy_vjp,
+    "d ce(x, y) = g*(softmax(x) - onehot(y)) along the last axis; y of shape x.shape[:-1]",
+    has_residuals=True,
 )
 
 # --- shape and indexing ---------------------------------------------------------------------------------------

@@ -95,26 +95,30 @@ class Optimizer:
         flat = self._flat_state(live, params)
         if flat is None:
             return False
-        spans = flat["spans"]
         data = np.concatenate([p.data.ravel() for p in params])
         grads = np.concatenate([p.grad.data.ravel() for p in params])
         self.update(Tensor._make(data, False, None), grads, flat["state"])
-        for p, (start, stop), state in zip(params, spans, (self.state[i] for i in live)):
+        for p, (start, stop) in zip(params, flat["spans"]):
             np.copyto(p.data, data[start:stop].reshape(p.shape))
-            for key, value in flat["state"].items():
-                state[key] = value[start:stop].reshape(p.shape) if isinstance(value, np.ndarray) else value
+        states = [self.state[i] for i in live]
+        for key, value in flat["state"].items():  # each parameter's state: views of the joint arrays
+            if not isinstance(value, np.ndarray):
+                for state in states:
+                    state[key] = value
+            elif flat["views"].get(key, (None,))[0] is not value:  # a new joint array: new views
+                views = [value[a:b].reshape(p.shape) for p, (a, b) in zip(params, flat["spans"])]
+                flat["views"][key] = (value, views)
+                for state, view in zip(states, views):
+                    state[key] = view
         return True
 
     def _flat_state(self, live: list, params: list) -> dict | None:
-        """The concatenated state of the parameters ``live``: kept from the last step when every parameter's
-        state still is a view of it, else gathered from the parameters' own states (None where they do not
-        fit together: different keys or step counts)."""
+        """The joint state of the parameters ``live``: kept from the last step when every parameter's state
+        still is what that step left (its arrays the views made then), else gathered from the parameters'
+        own states (None where they do not fit together: different keys or step counts)."""
         flat = getattr(self, "_flat", None)
         states = [self.state[i] for i in live]
-        if flat is not None and flat["live"] == live and all(
-                st.keys() == flat["state"].keys() and all(
-                    (v.base is flat["state"][k]) if isinstance(v, np.ndarray) else v == flat["state"][k]
-                    for k, v in st.items()) for st in states):
+        if flat is not None and flat["live"] == live and self._unchanged(flat, states):
             return flat
         if any(st.keys() != states[0].keys() for st in states):
             return None
@@ -127,8 +131,22 @@ class Optimizer:
             else:
                 return None
         stops = np.cumsum([p.data.size for p in params]).tolist()
-        self._flat = {"live": live, "state": gathered, "spans": list(zip([0] + stops[:-1], stops))}
+        self._flat = {"live": live, "state": gathered, "spans": list(zip([0] + stops[:-1], stops)), "views": {}}
         return self._flat
+
+    @staticmethod
+    def _unchanged(flat: dict, states: list) -> bool:
+        joint, views = flat["state"], flat["views"]
+        for i, state in enumerate(states):
+            if state.keys() != joint.keys():
+                return False
+            for key, value in state.items():
+                if key in views:
+                    if value is not views[key][1][i]:
+                        return False
+                elif isinstance(value, np.ndarray) or value != joint[key]:
+                    return False
+        return True
 
 
 class SGD(Optimizer):
