@@ -7,9 +7,9 @@ write to each page traps into the kernel: at the small size of ``benchmarks/benc
 about a fifth of the step. A hand-written loop avoids it by allocating once; :func:`empty` gives the library
 the same: an array of the requested shape and dtype, reused when nothing references it any more.
 
-An array is free when the pool's own reference is the only one left (``sys.getrefcount``): a caller, a graph
-that saved it, or a view of it (a view holds its base) all keep it taken, so a reused array is one nobody can
-observe. The pool holds at most :data:`LIMIT` bytes; beyond that, free arrays of other shapes are let go first,
+An array is free when the pool's own reference is the only one left (``sys.getrefcount``, compared with
+that of a sentinel only the pool holds): a caller, a graph that saved it, or a view of it (a view holds its
+base) all keep it taken, so a reused array is one nobody can observe. The pool holds at most :data:`LIMIT` bytes; beyond that, free arrays of other shapes are let go first,
 then new ones are simply not kept. CuPy arrays (CuPy has its own memory pool) and interpreters without
 reference counts get a fresh ``empty``.
 """
@@ -23,7 +23,6 @@ import numpy as np
 
 LIMIT = 256 * 2**20  # bytes the pool may hold
 
-_FREE_REFS = 3  # the pool's list, the loop's name, getrefcount's argument
 _pool: dict[tuple, list] = {}
 _held = 0
 _lock = threading.Lock()
@@ -36,10 +35,10 @@ def empty(xp: Any, shape: tuple, dtype: Any) -> Any:
         return xp.empty(shape, dtype=dtype)
     key = (tuple(shape), np.dtype(dtype))
     with _lock:
-        arrays = _pool.setdefault(key, [])
-        for a in arrays:
-            if sys.getrefcount(a) == _FREE_REFS:
-                return a
+        arrays = _pool.setdefault(key, [np.empty(0)])  # the sentinel first (see _free_flags)
+        for i, free in enumerate(_free_flags(arrays)):  # counted before anything else refers to them
+            if free:
+                return arrays[i + 1]
         a = np.empty(shape, dtype=dtype)
         if _held + a.nbytes > LIMIT:
             _release_free(keep=key)
@@ -49,16 +48,36 @@ def empty(xp: Any, shape: tuple, dtype: Any) -> Any:
         return a
 
 
+def _free_flags(arrays: list) -> list:
+    """For each array after the first of ``arrays``, whether only the pool references it.
+
+    The first entry is a sentinel that nothing else ever references: its reference count, taken in this
+    same loop, is what "only the pool" reads as. Counting against it, not against a fixed number, keeps the
+    test right whatever references the interpreter itself holds (Python 3.14 skips some that 3.11 takes).
+    """
+    flags, baseline = [], None
+    for a in arrays:
+        count = sys.getrefcount(a)
+        if baseline is None:
+            baseline = count
+        else:
+            flags.append(count == baseline)
+    return flags
+
+
 def _release_free(keep: tuple) -> None:
     """Let go of the free arrays of every shape but ``keep`` (called with the lock held)."""
     global _held
     for key in list(_pool):
         if key == keep:
             continue
-        taken = [a for a in _pool[key] if sys.getrefcount(a) > _FREE_REFS]
-        _held -= sum(a.nbytes for a in _pool[key]) - sum(a.nbytes for a in taken)
+        arrays = _pool[key]
+        flags = _free_flags(arrays)
+        _held -= sum(a.nbytes for a, free in zip(arrays[1:], flags) if free)
+        taken = [a for a, free in zip(arrays[1:], flags) if not free]
+        del flags
         if taken:
-            _pool[key] = taken
+            _pool[key] = arrays[:1] + taken
         else:
             del _pool[key]
 
