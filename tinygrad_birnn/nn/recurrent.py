@@ -176,8 +176,8 @@ class RNNBase(Module):
         finals = []
         for layer in range(L):
             rows = slice(layer * D, (layer + 1) * D)
-            x, final = layer_fn(self.mode, x, tuple(s[rows] for s in state), self._layer_weights(layer), mask,
-                                self.nonlinearity)
+            layer_state = state if L == 1 else tuple(s[rows] for s in state)
+            x, final = layer_fn(self.mode, x, layer_state, self._layer_weights(layer), mask, self.nonlinearity)
             finals.append(final)
             if self.dropout and self.training and layer < L - 1:
                 x = F.dropout(x, self.dropout, True)
