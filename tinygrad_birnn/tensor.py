@@ -8,7 +8,7 @@ reasons, in the book's page on semantics.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,17 +16,17 @@ from . import backend, dtypes
 from .backend import xp_of
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401 (re-exported)
 from .graph import Node, backward_pass, topological_order
-from .indexing import plan_index
 from .conversions import ConversionMixin
 from .inplace import InPlaceMixin
+from .reshaping import ShapeMixin
 from .ops import PRIMITIVES, Primitive
-from .shapes import check_matmul, normalize_axis as _axis, reduction_args, resolve_shape
+from .shapes import check_matmul, reduction_args
 
 _topological_order = topological_order  # the name chapter 3 used; topological_order is the public one
 _is_float = dtypes.is_float
 
 
-class Tensor(ConversionMixin, InPlaceMixin):
+class Tensor(ConversionMixin, InPlaceMixin, ShapeMixin):
     """An n-dimensional array with an optional gradient, shaped like PyTorch's ``torch.Tensor``.
 
     ``Tensor(data)`` places an independent copy of ``data`` on the current backend. Python floats and lists
@@ -401,74 +401,9 @@ class Tensor(ConversionMixin, InPlaceMixin):
         return apply(PRIMITIVES["logsumexp"], _cast(self, dtypes.float_result(self.dtype)), axis=axis,
                      keepdims=keepdims)
 
-    # --- shape -----------------------------------------------------------------------------------------------
-
-    def reshape(self, *shape: Any) -> "Tensor":
-        """The same elements in a new shape (one axis may be -1)."""
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        new_shape = resolve_shape(self.shape, tuple(int(n) for n in shape))
-        return apply(PRIMITIVES["reshape"], self, shape=new_shape)
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
-        """Axes ``start_dim`` to ``end_dim`` merged into one, as ``torch.flatten``."""
-        if self.ndim == 0:
-            return self.reshape(1)
-        start, end = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
-        return self.reshape(self.shape[:start] + (-1,) + self.shape[end + 1:])
-
-    def unsqueeze(self, dim: int) -> "Tensor":
-        """A new axis of size 1 at position ``dim``."""
-        d = _axis(dim, self.ndim + 1)
-        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
-
-    def squeeze(self, dim: Any = None) -> "Tensor":
-        """Axes of size 1 removed (all of them, or only ``dim``)."""
-        if dim is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        if self.ndim == 0:
-            _axis(dim, 0)
-            return self
-        d = _axis(dim, self.ndim)
-        return self if self.shape[d] != 1 else self.reshape(self.shape[:d] + self.shape[d + 1:])
-
-    def permute(self, *dims: Any) -> "Tensor":
-        """The axes reordered: axis i of the result is axis ``dims[i]`` of ``self`` (PyTorch's ``permute``)."""
-        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if len(dims) != self.ndim:
-            raise ValueError(f"permute: dims {dims} must name each of the {self.ndim} axes of shape {self.shape} once")
-        axes = tuple(_axis(d, self.ndim) for d in dims) if self.ndim else ()
-        if sorted(axes) != list(range(self.ndim)):
-            raise ValueError(f"permute: dims {dims} are not a permutation of the {self.ndim} axes of shape {self.shape}")
-        return apply(PRIMITIVES["transpose"], self, axes=axes)
-
-    def transpose(self, *dims: Any) -> "Tensor":
-        """``transpose(dim0, dim1)`` swaps two axes, as PyTorch; with no argument, or a full permutation of
-        the axes, it reorders them as NumPy's ``transpose`` does."""
-        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
-        if not dims:
-            return self.permute(*reversed(range(self.ndim)))
-        if len(dims) == 2:  # PyTorch: swap two axes (on a 0-d tensor only 0 and -1 are allowed)
-            d0, d1 = (_axis(d, max(self.ndim, 1)) for d in dims)
-            order = list(range(self.ndim))
-            if self.ndim:
-                order[d0], order[d1] = order[d1], order[d0]
-            return self.permute(*order)
-        return self.permute(*dims)
-
-    def t(self) -> "Tensor":
-        """The transpose of a tensor with at most 2 axes."""
-        if self.ndim > 2:
-            raise ValueError(f"t() expects a tensor with at most 2 axes; got shape {self.shape}: use transpose(0, 1)")
-        return self.transpose()
-
-    def __getitem__(self, index: Any) -> "Tensor":
-        out = self
-        for step in plan_index(index, self.data):
-            out = apply(PRIMITIVES["getitem"], out, index=step if len(step) != 1 else step[0])
-        return out
-
+    def _apply(self, prim: Primitive, *inputs: "Tensor", **params: Any) -> Any:
+        """:func:`apply`, for the mixins (which cannot import this module)."""
+        return apply(prim, *inputs, **params)
 
 
 def _cast(t: Tensor, dtype: Any) -> Tensor:
