@@ -236,6 +236,7 @@ def layer_forward(
         b_hh = None if w[d][3] is None else w[d][3].astype(dtype, copy=False)
         params = cell_params(spec, nonlinearity, b_hh)
         forward_loop(spec, product, pre, m, states, saved, **params)
+        del pre  # its buffer is free for the next direction's
         runs.append((states, saved, x_d))
     out = workspace.empty(xp, (T, B, D * H), dtype)
     for d, (states, _, _) in enumerate(runs):
@@ -327,6 +328,7 @@ def layer_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
             db_hh.append(delta.sum(axis=(0, 1)) if spec.bias_inside else db.copy())
         else:
             db_hh.append(None)
+        del delta, input_delta  # their buffers are free for the next direction's
     dstate_arrays = [xp.stack([s[k] for s in dstates]) for k in range(spec.states)]
     return pack_grads(dx, dstate_arrays, dw_ih, dw_hh, db_ih, db_hh, bias)
 
