@@ -239,15 +239,20 @@ defprim(
     "d logsumexp(x) = g*softmax(x); forward shifted by the max, so it never overflows",
 )
 
-def _log_softmax(x: Any, axis: int = -1) -> Any:
+def _shifted_log_total(x: Any, axis: int) -> tuple:
+    """(x - max, log sum exp(x - max)) along ``axis``: the stable pieces of log-softmax and cross-entropy
+    (shifted by the max, as PyTorch's, by an infinite max too: nan)."""
     xp = xp_of(x)
+    last = axis in (-1, x.ndim - 1)
+    shifted = x - (max_last(x, keepdims=True) if last else x.max(axis=axis, keepdims=True))
+    return shifted, xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _log_softmax(x: Any, axis: int = -1) -> Any:
     if x.shape[axis] == 0:  # nothing to normalise over: an empty result, as in PyTorch
         return x.copy()
-    last = axis in (-1, x.ndim - 1)
-    m = max_last(x, keepdims=True) if last else x.max(axis=axis, keepdims=True)
-    shifted = x - m  # a constant shift keeps the precision; as PyTorch's, by an infinite max too (nan)
-    e = xp.exp(shifted)
-    return shifted - xp.log(e.sum(axis=axis, keepdims=True))
+    shifted, log_total = _shifted_log_total(x, axis)
+    return shifted - log_total
 
 
 def _log_softmax_vjp(g: Any, ans: Any, x: Any, axis: int = -1) -> tuple:
@@ -264,11 +269,8 @@ defprim(
 
 def _softmax_cross_entropy(x: Any, index: Any) -> tuple:
     """-log softmax(x)[..., index] per position: logsumexp(x) - x[index], both shifted by the max."""
-    xp = xp_of(x)
-    m = max_last(x, keepdims=True)
-    shifted = x - m
-    log_total = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-    picked = xp.take_along_axis(shifted, index[..., None], axis=-1)
+    shifted, log_total = _shifted_log_total(x, -1)
+    picked = xp_of(x).take_along_axis(shifted, index[..., None], axis=-1)
     return (log_total - picked)[..., 0], (shifted, log_total)
 
 

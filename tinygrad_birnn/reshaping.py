@@ -7,11 +7,14 @@ values: each one checks its arguments against the tensor's shape (the rules and 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .indexing import plan_index
 from .ops import PRIMITIVES
 from .shapes import normalize_axis as _axis, resolve_shape
+
+if TYPE_CHECKING:  # the mixin's methods return tensors; tensor.py imports this module
+    from .tensor import Tensor
 
 
 class ShapeMixin:
