@@ -200,6 +200,54 @@ def test_matmul_vjp_fixed_shapes(a_shape, b_shape, rng):
     check_vjp("matmul", lambda x, y: x @ y, lambda x, y: x @ y, [a, b])
 
 
+@st.composite
+def linear_shapes(draw):
+    """x (..., k), W (n, k), with or without a bias (n,)."""
+    lead = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4))
+    k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return lead + (k,), (n, k), draw(st.booleans())
+
+
+@pytest.mark.primitive("linear")
+@GRAD
+@given(shapes=linear_shapes(), seed=seeds)
+def test_linear_vjp(shapes, seed):
+    x_shape, w_shape, bias = shapes
+    inputs = [values(seed, x_shape), values(seed + 1, w_shape)] + ([values(seed + 2, w_shape[:1])] if bias else [])
+    check_vjp("linear", F.linear, lambda x, w, b=0.0: x @ w.T + b, inputs, seed=seed)
+
+
+@pytest.mark.primitive("linear")
+@pytest.mark.parametrize("x_shape", [(32, 32, 128), (5, 128), (128,), (0, 128), (1, 128), (3, 0, 128)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_is_bitwise_the_composition_it_replaced(x_shape, dtype, rng):
+    """One node for x W^T + b gives the bits of the two nodes x @ W.T and + b, value and gradients."""
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal((16, 128)).astype(dtype)
+    b = rng.standard_normal(16).astype(dtype)
+    results = []
+    for fused in (True, False):
+        X, W, B = (Tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.linear(X, W, B) if fused else X @ W.T + B
+        assert ("linear" in primitives_used(y)) == fused
+        y.backward(np.random.default_rng(1).standard_normal(y.shape).astype(dtype))
+        results.append([y.numpy(), X.grad.numpy(), W.grad.numpy(), B.grad.numpy()])
+    for fused, composed in zip(*results):
+        assert fused.tobytes() == composed.tobytes()
+
+
+def test_linear_outside_the_common_case_is_the_composition():
+    """Mixed dtypes, integer inputs, a 1-D weight or a bias of another shape: x @ W.T + b, its promotion and
+    its errors, as before."""
+    x32, w64 = Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 3)), requires_grad=True)
+    y = F.linear(x32, w64, Tensor(np.ones(4)))
+    assert y.dtype == np.float64 and "linear" not in primitives_used(y)
+    assert F.linear(Tensor(np.ones((2, 3), np.int64)), Tensor(np.ones((4, 3), np.int64))).dtype == np.int64
+    np.testing.assert_array_equal(F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 3))),
+                                           Tensor(np.ones((2, 1)))).numpy(), np.full((2, 4), 4.0))
+    with pytest.raises(ValueError):
+        F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5))))
+
+
 # --- reductions ------------------------------------------------------------------------------------------------
 @st.composite
 def reductions(draw):
@@ -634,6 +682,9 @@ BROKEN = {
     "softmax_cross_entropy (the target's -1 left out)": (
         "softmax_cross_entropy", lambda g, ans, x, index, res: (np.exp(res[0] - res[1]) * g[..., None],),
         lambda x: _ce(x, np.array([0, 2])), [_r(2, 3)]),
+    "linear (weight gradient transposed wrongly)": (
+        "linear", lambda g, ans, x, w, b=None: (g @ w, x.T @ g, g),  # dW = (g^T x)^T: wrong
+        lambda x, w, b: F.linear(x, w, b), [_r(3, 3), _r(3, 3, seed=5), _r(3, seed=6)]),
     "logsumexp (unnormalised)": ("logsumexp", lambda g, ans, x, axis=-1, keepdims=False: (g[..., None] * np.exp(x),),
                                  lambda x: x.logsumexp(axis=-1), [_r(2, 3)]),
 }

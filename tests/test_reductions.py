@@ -1,4 +1,4 @@
-"""The fast maximum over a short last axis (tinygrad_birnn.reductions) against NumPy's, to the bit."""
+"""The fast reductions of tinygrad_birnn.reductions against NumPy's own, to the bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinygrad_birnn.reductions import SHORT, max_last
+from tinygrad_birnn.reductions import SHORT, max_last, sum_leading
 
 DTYPES = [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_]
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=6)
@@ -45,3 +45,31 @@ def test_the_fast_path_on_many_rows_views_and_long_rows():
     np.testing.assert_array_equal(max_last(view), view.max(axis=-1))
     long_rows = np.random.default_rng(2).standard_normal((3, SHORT + 1))
     np.testing.assert_array_equal(max_last(long_rows), long_rows.max(axis=-1))
+
+
+def _same_bits(got, want):
+    """Equal to the bit (so -0.0 differs from 0.0), any nan matching any nan."""
+    assert got.shape == want.shape and got.dtype == want.dtype
+    nan = np.isnan(want) if want.dtype.kind == "f" else np.zeros(want.shape, bool)
+    np.testing.assert_array_equal(np.isnan(got) if got.dtype.kind == "f" else nan, nan)
+    assert got[~nan].tobytes() == want[~nan].tobytes()
+
+
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=40),
+       dtype=st.sampled_from(DTYPES), extreme=st.booleans())
+def test_sum_leading_equals_numpy_to_the_bit(data, shape, dtype, extreme):
+    a = data.draw(hnp.arrays(dtype, shape, elements=_values(dtype, extreme)))
+    n = data.draw(st.integers(1, len(shape)))
+    with np.errstate(all="ignore"):
+        _same_bits(sum_leading(a, n), a.sum(axis=tuple(range(n))))
+
+
+@pytest.mark.parametrize("shape, n", [((1024, 16), 1), ((1024, 64), 1), ((32, 32, 16), 2), ((4096, 2), 1),
+                                      ((8, 7, 3, 5), 2), ((1000, 1), 1), ((5, 0, 3), 1), ((0, 4), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_leading_on_gradient_shapes(shape, n, dtype):
+    rng = np.random.default_rng(sum(shape))
+    a = (rng.standard_normal(shape) * rng.uniform(1e-3, 1e3, size=shape[:1] + (1,) * (len(shape) - 1)))
+    _same_bits(sum_leading(a.astype(dtype), n), a.astype(dtype).sum(axis=tuple(range(n))))
+    view = a.astype(dtype)[::-1]  # not C-ordered: NumPy's own sum
+    _same_bits(sum_leading(view, n), view.sum(axis=tuple(range(n))))

@@ -46,6 +46,17 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out_features, in_features) as in PyTorch."""
+    fast = (
+        isinstance(x, Tensor) and isinstance(weight, Tensor) and weight.ndim == 2
+        and x.ndim >= 1 and x.shape[-1] == weight.shape[1]
+        and x.dtype == weight.dtype and x.dtype.kind == "f"
+        and (bias is None or (isinstance(bias, Tensor) and bias.dtype == x.dtype
+                              and bias.shape == (weight.shape[0],)))
+    )
+    if fast:  # the common case as one node: the same numbers as the composition below
+        xp_of(x.data, weight.data)
+        inputs = (x, weight) if bias is None else (x, weight, bias)
+        return apply(PRIMITIVES["linear"], *inputs)
     y = x @ weight.T
     return y if bias is None else y + bias
 
@@ -104,10 +115,11 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None,
         )
     n_classes = logits.shape[-1]
     ignored = targets == ignore_index
+    any_ignored = bool(ignored.any()) if isinstance(ignored, np.ndarray) else True
     if isinstance(
         targets, np.ndarray
     ):  # checked on the host only: on a GPU this would force a sync
-        real = targets[~ignored]
+        real = targets[~ignored] if any_ignored else targets
         if real.size and (real.min() < 0 or real.max() >= n_classes):
             raise ValueError(
                 f"cross_entropy: targets must lie in [0, {n_classes}); got values from "
@@ -120,7 +132,7 @@ def cross_entropy(logits: Tensor, targets: Any, mask: Any = None,
                 ignored, "cupy"
             )
     weight = _check_mask(mask, tuple(targets.shape), "cross_entropy")
-    if bool(ignored.any()) if isinstance(ignored, np.ndarray) else True:
+    if any_ignored:
         keep = as_tensor((~ignored).astype(logits.dtype))
         weight = keep if weight is None else weight * keep
         targets = xp.where(ignored, 0, targets)

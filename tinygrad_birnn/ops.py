@@ -14,13 +14,14 @@ calculus to check lives in this one file. ``PRIMITIVES`` is a plain dict so test
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any, Callable
 
 import numpy as np
 
 from .backend import matmul, scatter_add, xp_of
 from . import workspace
-from .reductions import max_last
+from .reductions import max_last, sum_leading
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def unbroadcast(g: Any, shape: tuple) -> Any:
         return g
     extra = g.ndim - len(shape)
     if extra > 0:
-        g = g.sum(axis=tuple(range(extra)))
+        g = sum_leading(g, extra)
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
@@ -167,7 +168,7 @@ def _matmul_vjp(g: Any, ans: Any, a: Any, b: Any) -> tuple:
         a2.ndim > 2 and b2.ndim == 2
     ):  # a stack of rows times one matrix (a Linear layer on (T, B, D)):
         k = a2.shape[-1]  # one (k, N) @ (N, n) product instead of a batch of small ones
-        rows = int(np.prod(a2.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
+        rows = math.prod(a2.shape[:-1])  # not -1: a size-0 axis makes -1 ambiguous
         gb = matmul(a2.reshape(rows, k).T, g2.reshape(rows, g2.shape[-1]))
     else:
         gb = matmul(xp.swapaxes(a2, -1, -2), g2)
@@ -182,7 +183,7 @@ def _matmul(a: Any, b: Any) -> Any:
     """backend.matmul (every product of the library, so a CUDA-graph capture can reroute them); a stack of
     rows times one matrix (a Linear layer on (T, B, D)) as one 2-D product, not a loop of small ones."""
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
-        rows = int(np.prod(a.shape[:-1]))  # not -1: a size-0 axis makes -1 ambiguous
+        rows = math.prod(a.shape[:-1])  # not -1: a size-0 axis makes -1 ambiguous
         return _matmul(a.reshape(rows, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
     if a.ndim == b.ndim == 2 and type(a) is type(b) is np.ndarray and a.dtype == b.dtype:
         out = workspace.empty(np, (a.shape[0], b.shape[1]), a.dtype)  # reused memory: no fresh pages
@@ -191,6 +192,25 @@ def _matmul(a: Any, b: Any) -> Any:
 
 
 defprim("matmul", _matmul, _matmul_vjp, "d(a@b) = (g @ b.T, a.T @ g)")
+
+
+def _linear(x: Any, w: Any, b: Any = None) -> Any:
+    """x @ w^T (+ b): a Linear layer as one node, the same arithmetic as the composition
+    ``x @ w.T + b`` (the sum written into the product's buffer)."""
+    y = _matmul(x, w.T)
+    if b is not None:
+        y += b  # the caller checked that b's dtype and shape are y's
+    return y
+
+
+def _linear_vjp(g: Any, ans: Any, x: Any, w: Any, b: Any = None) -> tuple:
+    """matmul's VJP with w^T in the place of b (so the same bits as the composition),
+    its second part transposed back; the bias gets g, reduced by the engine."""
+    gx, gwt = _matmul_vjp(g, ans, x, w.T)
+    return (gx, gwt.T) if b is None else (gx, gwt.T, g)
+
+
+defprim("linear", _linear, _linear_vjp, "d(x@w.T + b) = (g @ w, g.T @ x, g summed over rows)")
 
 # --- reductions ----------------------------------------------------------------------------------------------
 
@@ -267,19 +287,26 @@ defprim(
 )
 
 
+def _target_positions(xp: Any, index: Any, classes: int) -> Any:
+    """Where entry ``index`` of each row lies in a C-ordered (..., classes) array read flat:
+    x.reshape(-1)[positions] is x[..., index] (``take_along_axis`` without its index grids)."""
+    return index.reshape(-1) + xp.arange(0, index.size * classes, classes)
+
+
 def _softmax_cross_entropy(x: Any, index: Any) -> tuple:
     """-log softmax(x)[..., index] per position: logsumexp(x) - x[index], both shifted by the max."""
+    xp = xp_of(x)
     shifted, log_total = _shifted_log_total(x, -1)
-    picked = xp_of(x).take_along_axis(shifted, index[..., None], axis=-1)
-    return (log_total - picked)[..., 0], (shifted, log_total)
+    picked = shifted.reshape(-1)[_target_positions(xp, index, x.shape[-1])]
+    return log_total[..., 0] - picked.reshape(index.shape), (shifted, log_total)
 
 
 def _softmax_cross_entropy_vjp(g: Any, ans: Any, x: Any, index: Any, res: tuple) -> tuple:
     shifted, log_total = res
     xp = xp_of(g)
-    grad = xp.exp(shifted - log_total) * g[..., None]  # softmax(x) g
-    rows = xp.take_along_axis(grad, index[..., None], axis=-1)
-    xp.put_along_axis(grad, index[..., None], rows - g[..., None], axis=-1)  # minus g at the target
+    grad = xp.ascontiguousarray(xp.exp(shifted - log_total) * g[..., None])  # softmax(x) g
+    flat = grad.reshape(-1)  # a view: grad is C-ordered
+    flat[_target_positions(xp, index, x.shape[-1])] -= g.reshape(-1)  # minus g at the target
     return (grad,)
 
 

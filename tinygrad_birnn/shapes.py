@@ -1,6 +1,7 @@
 """Checking shapes and axes: one place for the rules (and the messages) of axes, reshapes and products."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,11 @@ def normalize_axis(axis: Any, ndim: int) -> Any:
 
 def resolve_shape(old: tuple, shape: tuple) -> tuple:
     """``shape`` with a single -1 filled in; raises if it does not hold the same number of elements."""
-    size = int(np.prod(old))
-    known = int(np.prod([n for n in shape if n != -1]))
+    size = math.prod(old)
+    known = math.prod([n for n in shape if n != -1])
     if shape.count(-1) == 1 and known > 0 and size % known == 0:
         shape = tuple(size // known if n == -1 else n for n in shape)
-    if shape.count(-1) or any(n < 0 for n in shape) or int(np.prod(shape)) != size:
+    if shape.count(-1) or any(n < 0 for n in shape) or math.prod(shape) != size:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {old} ({size} elements) into {shape}")
     return shape
 

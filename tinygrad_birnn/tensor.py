@@ -8,6 +8,7 @@ reasons, in the book's page on semantics.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,8 @@ class Tensor(ConversionMixin, InPlaceMixin, ShapeMixin):
     def _lift(self, other: Any) -> "Tensor":
         if isinstance(other, Tensor):
             return other
+        if type(other) is float and type(self.data) is np.ndarray and self.dtype.kind == "f":
+            return Tensor._make(np.array(other, dtype=self.dtype), False, None)  # a float keeps the dtype
         if isinstance(other, (bool, int, float, np.generic)):
             dtypes.scalar_dtype(other)
             xp = xp_of(self.data)
@@ -372,7 +375,7 @@ class Tensor(ConversionMixin, InPlaceMixin, ShapeMixin):
             raise TypeError(f"mean() needs a floating-point tensor; got dtype {self.dtype}: cast it with .float()")
         axis, keepdims = reduction_args(self.ndim, axis, keepdims, dim, keepdim)
         axes = range(self.ndim) if axis is None else ((axis,) if isinstance(axis, int) else axis)
-        count = int(np.prod([self.shape[a] for a in axes]))
+        count = math.prod([self.shape[a] for a in axes])
         return self.sum(axis, keepdims) * (1.0 / count if count else float("nan"))  # empty: nan, as PyTorch
 
     def max(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None, keepdim: Any = None) -> "Tensor":

@@ -56,11 +56,15 @@ class StepProduct:
         self.w = w.reshape(D * split, self.inner, N)
         self.out = xp.empty((D * split, batch, N), dtype=w.dtype)
         self.parts = [self.out.reshape(D, split, batch, N)[:, j] for j in range(split)]
+        self.call = (self.product, self.w, self.out)  # what the loops call: mm(state, w, out=out)
 
     def __call__(self, state: Any) -> list:
+        return self.product(state, self.w, self.out)
+
+    def product(self, state: Any, w: Any, out: Any) -> list:
         D, B, K = state.shape
         pieces = state.swapaxes(0, 1).reshape(B, D * self.split, self.inner).transpose(1, 0, 2)
-        matmul(pieces, self.w, out=self.out)
+        matmul(pieces, w, out=out)
         return self.parts
 
     def start(self, whole: Any) -> list:
@@ -150,7 +154,7 @@ def batched_forward(x: Any, *args: Any, cell: str, nonlinearity: str = "tanh", m
     saved = [schedule_buffer(xp, (T, B, D, n * H), dtype) for n in spec.saved]
     pre_scheduled = to_schedule(xp, list(gate_views(pre, D)), dtype)
     forward_loop(spec, product, by_step(pre_scheduled), _schedule_mask(xp, mask, D), [by_step(s) for s in states],
-                 [by_step(s) for s in saved], **cell_params(spec, nonlinearity, _hidden_bias(xp, w, dtype)))
+                 [by_step(s) for s in saved], cell_params(spec, nonlinearity, _hidden_bias(xp, w, dtype)))
     finals = [by_step(s)[T].copy() for s in states]
     return (to_time_order(xp, states[0][1:], mask), *finals), (states, saved, w_ih)
 
@@ -178,7 +182,7 @@ def batched_vjp(g: tuple, ans: tuple, x: Any, *args: Any, res: tuple, cell: str,
     through = backward_loop(spec, product, product.start(g_states[0]), by_step(g_scheduled), _schedule_mask(xp, mask, D),
                             [by_step(s) for s in states], [by_step(s) for s in saved], by_step(deltas),
                             None if n_deltas is None else by_step(n_deltas), [by_step(c) for c in carries],
-                            **cell_params(spec, nonlinearity, backward=True))
+                            cell_params(spec, nonlinearity, backward=True))
     dstates = [by_step(carries[0])[0] + sum(through)] + [by_step(c)[0].copy() for c in carries[1:]]
     dw_hh = _hidden_weight_grads(xp, deltas, states[0][:-1])
     if spec.bias_inside:

@@ -24,6 +24,7 @@ import numpy as np
 from .. import workspace
 from ..backend import matmul, xp_of
 from ..ops import PRIMITIVES, defprim
+from ..reductions import sum_leading
 from ..tensor import Tensor, apply
 from . import steps
 from .steps import CELLS, Cell
@@ -59,7 +60,7 @@ def input_grads(
     flat = dpre.reshape(T * B, dpre.shape[-1])
     dx = matmul(flat, w_ih).reshape(T, B, I) if needs_input_grad else None
     dw_ih = matmul(flat.T, x.reshape(T * B, I))
-    db = flat.sum(axis=0) if w[0][2] is not None else None
+    db = sum_leading(flat, 1) if w[0][2] is not None else None
     rows = dw_ih.shape[0] // len(w)
     split = [slice(d * rows, (d + 1) * rows) for d in range(len(w))]
     return dx, [dw_ih[s] for s in split], [None if db is None else db[s] for s in split]
@@ -95,13 +96,13 @@ def forward_loop(
     mask: Any,
     states: Sequence,
     saved: Sequence,
-    **params: Any
+    extra: tuple = (),
 ) -> None:
-    """Run a chain: for each step s, cell.forward(product(h_s), pre[s], states[s],
-    mask[s], saved[s], states[s+1]).
+    """Run a chain: for each step s, cell.forward(h_s W, pre[s], states[s], mask[s],
+    saved[s], states[s+1], *extra), the product h_s W from ``product.call``.
 
     ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed
-    by step, or None.
+    by step, or None; ``extra`` the cell's own argument (:func:`cell_params`).
     """
     T = pre.shape[0]
     rows, kept = _rows(states, T + 1), _rows(saved, T)
@@ -110,11 +111,10 @@ def forward_loop(
         [None] * T if mask is None else list(mask),
         list(states[0]),
     )  # views, made in C
-    forward = cell.forward
+    forward, (mm, w, z) = cell.forward, product.call
     for s in range(T):
-        forward(
-            product(h[s]), pres[s], rows[s], masks[s], kept[s], rows[s + 1], **params
-        )
+        z_s = mm(h[s], w, out=z)  # the step's product, h_s W
+        forward(z_s, pres[s], rows[s], masks[s], kept[s], rows[s + 1], *extra)
 
 
 def backward_loop(
@@ -128,7 +128,7 @@ def backward_loop(
     delta: Any,
     delta_input: Any,
     carries: Sequence,
-    **params: Any
+    extra: tuple = (),
 ) -> Any:
     """Walk a chain backwards: step s takes the delta of step s+1 through W_hh
     (``dh_last`` after the last step), reads carries[s+1] and writes carries[s] and
@@ -141,13 +141,13 @@ def backward_loop(
         tuple(s[:-1] for s in states),
         tuple(s[1:] for s in states),
         mask,
-        **params
+        *extra
     )
     rows, kept, carry = _rows(states, T + 1), _rows(prepared, T), _rows(carries, T + 1)
     gs, deltas = list(g), list(delta)  # views, made in C
     masks = [None] * T if mask is None else list(mask)
     inputs = [None] * T if delta_input is None else list(delta_input)
-    backward, dh_next = cell.backward, dh_last
+    backward, (mm, w, z), dh_next = cell.backward, product.call, dh_last
     for s in reversed(range(T)):
         backward(
             dh_next,
@@ -160,22 +160,25 @@ def backward_loop(
             deltas[s],
             inputs[s],
             carry[s],
-            **params
+            *extra
         )
-        dh_next = product(deltas[s])
+        dh_next = mm(deltas[s], w, out=z)
     return dh_next
 
 
 class Product:
-    """state (B, K) -> state @ w (K, N), into one reused buffer (NumPy's matmul called directly on the host,
-    where no capture can route it)."""
+    """state (B, K) -> state @ w (K, N), into one reused buffer. The loops call
+    ``mm(state, w, out=z)`` from ``call = (mm, w, z)``: NumPy's matmul itself on the
+    host, where no capture can route it (no Python call in between), else the
+    library's."""
 
     def __init__(self, xp: Any, w: Any, batch: int):
         self.w, self.out = w, xp.empty((batch, w.shape[1]), dtype=w.dtype)
-        self.matmul = np.matmul if xp is np else matmul
+        self.call = (np.matmul if xp is np else matmul, self.w, self.out)
 
     def __call__(self, state: Any) -> Any:
-        return self.matmul(state, self.w, out=self.out)
+        mm, w, out = self.call
+        return mm(state, w, out=out)
 
 
 def in_schedule_order(a: Any, d: int) -> Any:
@@ -183,14 +186,14 @@ def in_schedule_order(a: Any, d: int) -> Any:
     return a if d == 0 else a[::-1]
 
 
-def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bool = False) -> dict:
-    """The extra keyword arguments of cell's step functions: the RNN's nonlinearity; forward, the GRU's b_hh
-    (None: no biases)."""
+def cell_params(cell: Cell, nonlinearity: str, bias_hh: Any = None, backward: bool = False) -> tuple:
+    """The last argument of cell's step functions, as a tuple (empty where it has none): the RNN's
+    nonlinearity; forward, the GRU's b_hh (None: no biases)."""
     if cell.name == "RNN":
-        return {"nonlinearity": nonlinearity}
+        return (nonlinearity,)
     if cell.bias_inside and not backward:
-        return {"bias_hh": 0 if bias_hh is None else bias_hh}
-    return {}
+        return (0 if bias_hh is None else bias_hh,)
+    return ()
 
 
 def in_step_order(xp: Any, a: Any, d: int) -> Any:
@@ -234,8 +237,8 @@ def layer_forward(
         product = Product(xp, w[d][1].astype(dtype, copy=False).T, B)
         m = None if mask is None else in_schedule_order(mask, d)
         b_hh = None if w[d][3] is None else w[d][3].astype(dtype, copy=False)
-        params = cell_params(spec, nonlinearity, b_hh)
-        forward_loop(spec, product, pre, m, states, saved, **params)
+        extra = cell_params(spec, nonlinearity, b_hh)
+        forward_loop(spec, product, pre, m, states, saved, extra)
         del pre  # its buffer is free for the next direction's
         runs.append((states, saved, x_d))
     out = workspace.empty(xp, (T, B, D * H), dtype)
@@ -290,7 +293,7 @@ def direction_vjp(
         delta,
         input_delta[..., 2 * H :] if spec.bias_inside else None,
         carries,
-        **cell_params(spec, nonlinearity, backward=True)
+        cell_params(spec, nonlinearity, backward=True),
     )
     first = through.copy() if carries[0] is None else carries[0][0] + through
     if spec.bias_inside:
