@@ -272,12 +272,15 @@ def direction_vjp(
     T, GH, dtype = T1 - 1, spec.gates * H, states[0].dtype
     delta = workspace.empty(xp, (T, B, GH), dtype)
     input_delta = workspace.empty(xp, (T, B, GH), dtype) if spec.bias_inside else delta
+    # skip, what bypasses W_hh: on NumPy, without padding, nothing ever does (the GRU's
+    # h_prev always does), and the chain gets no buffer for it (None reads as zero)
+    no_skip = mask is None and not steps.is_cupy_array(delta) and not spec.direct_path
     carries = tuple(
-        workspace.empty(xp, (T + 1, B, H), dtype) for _ in range(spec.states)
+        None if k == 0 and no_skip else workspace.empty(xp, (T + 1, B, H), dtype)
+        for k in range(spec.states)
     )
-    carries[0][T] = 0  # skip: nothing bypasses W_hh after the last step
-    if mask is None and not steps.is_cupy_array(delta) and not spec.direct_path:
-        carries = (None,) + carries[1:]  # ... nor anywhere else, without padding
+    if carries[0] is not None:
+        carries[0][T] = 0  # nothing bypasses W_hh after the last step
     for buffer, gk in zip(carries[1:], g_states[1:]):
         buffer[T] = gk[d]  # dE/dc after the last step
     # the gradient of the chain's output, in the chain's order
