@@ -33,7 +33,7 @@ class Node:
         self.n_out = len(ans) if self.multi else 1
         self.freed = False
         self.retained: dict | None = None
-        self.versions = tuple(t._version for t in parents)
+        self.versions = tuple([t._version for t in parents])
 
     def check_versions(self) -> None:
         for parent, version in zip(self.parents, self.versions):

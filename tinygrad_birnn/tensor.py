@@ -421,12 +421,12 @@ def _cast(t: Tensor, dtype: Any) -> Tensor:
 def apply(prim: Primitive, *inputs: Tensor, **params: Any) -> Any:
     """Run ``prim`` on the inputs' arrays; record a node when a gradient will be
     needed."""
-    arrays = tuple(t.data for t in inputs)
+    arrays = tuple([t.data for t in inputs])
     out = prim.forward(*arrays, **params)
     res = None
     if prim.has_residuals:
         out, res = out
-    need = is_grad_enabled() and any(t.requires_grad for t in inputs)
+    need = is_grad_enabled() and any([t.requires_grad for t in inputs])
     node = Node(prim, inputs, arrays, params, out, res) if need else None
     if isinstance(out, tuple):
         return tuple(Tensor._make(o, need, node, i) for i, o in enumerate(out))
