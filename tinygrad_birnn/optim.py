@@ -61,15 +61,17 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
+        live = []
         for i, p in enumerate(self.params):  # every check before any update: all or nothing
             if p.grad is None:
                 continue
-            g = p.grad.data
-            if tuple(g.shape) != p.shape or g.dtype != p.dtype:
+            g, data = p.grad.data, p.data
+            if g.shape != data.shape or g.dtype != data.dtype:
                 raise ValueError(f"parameter {i}: its gradient has shape {tuple(g.shape)} and dtype {g.dtype}, "
                                  f"expected shape {p.shape} and dtype {p.dtype} (the parameter's)")
-            xp_of(p.data, g)
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+            if type(g) is not type(data):
+                xp_of(data, g)  # raises: the gradient lives on another backend
+            live.append(i)
         if not self._update_together(live):
             for i in live:
                 self.update(self.params[i], self.params[i].grad.data, self.state[i])

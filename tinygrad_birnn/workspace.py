@@ -33,9 +33,11 @@ def empty(xp: Any, shape: tuple, dtype: Any) -> Any:
     global _held
     if xp is not np or not hasattr(sys, "getrefcount"):
         return xp.empty(shape, dtype=dtype)
-    key = (tuple(shape), np.dtype(dtype))
+    key = (shape if type(shape) is tuple else tuple(shape), np.dtype(dtype))
     with _lock:
-        arrays = _pool.setdefault(key, [np.empty(0)])  # the sentinel first (see _free_flags)
+        arrays = _pool.get(key)
+        if arrays is None:
+            arrays = _pool[key] = [np.empty(0)]  # the sentinel first (see _free_flags)
         for i, free in enumerate(_free_flags(arrays)):  # counted before anything else refers to them
             if free:
                 return arrays[i + 1]
