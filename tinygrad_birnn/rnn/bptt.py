@@ -98,8 +98,8 @@ def forward_loop(
     saved: Sequence,
     extra: tuple = (),
 ) -> None:
-    """Run a chain: for each step s, cell.forward(h_s W, pre[s], states[s], mask[s],
-    saved[s], states[s+1], *extra), the product h_s W from ``product.call``.
+    """Run a chain: for each step s, ``cell.forward(h_s W, pre[s], states[s], mask[s],
+    saved[s], states[s+1], *extra)``, the product h_s W from ``product.call``.
 
     ``states`` and ``saved`` are tuples of buffers indexed by step; ``mask`` is indexed
     by step, or None; ``extra`` the cell's own argument (:func:`cell_params`).
