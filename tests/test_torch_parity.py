@@ -7,6 +7,8 @@ minute; ``pytest --hypothesis-profile=deep tests/test_torch_parity.py`` draws ma
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -316,6 +318,19 @@ def test_cross_entropy(data, n, c, dtype, reduction, masked, ignore):
         targets[0] = -100
     compare(lambda t: F.cross_entropy(t, targets, reduction=reduction),
             lambda t: torch.nn.functional.cross_entropy(t, torch.tensor(targets), reduction=reduction), [logits])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (2, 0, 3), (3, 0, 0)])
+def test_cross_entropy_of_no_rows(shape, reduction):
+    """No rows, with classes or without: an empty loss (nan as a mean, 0 as a sum), as PyTorch's."""
+    logits, targets = np.zeros(shape, np.float32), np.zeros(shape[:-1], np.int64)
+    flat = logits.reshape(math.prod(shape[:-1]), shape[-1])  # not -1: ambiguous with no entries
+    compare(lambda t: F.cross_entropy(t, targets, reduction=reduction),
+            lambda t: torch.nn.functional.cross_entropy(t.reshape(flat.shape), torch.tensor(targets.reshape(-1)),
+                                                        reduction=reduction).reshape(
+                                                            shape[:-1] if reduction == "none" else ()),
+            [logits])
 
 
 @given(data=st.data(), shape=shapes, dtype=float_dtypes, reduction=st.sampled_from(["mean", "sum", "none"]))

@@ -296,14 +296,18 @@ def _target_positions(xp: Any, index: Any, classes: int) -> Any:
 def _softmax_cross_entropy(x: Any, index: Any) -> tuple:
     """-log softmax(x)[..., index] per position: logsumexp(x) - x[index], both shifted by the max."""
     xp = xp_of(x)
+    if x.size == 0:  # no rows (and so, with no classes, nothing to pick): an empty loss, as PyTorch's
+        return xp.zeros(index.shape, dtype=x.dtype), None
     shifted, log_total = _shifted_log_total(x, -1)
     picked = shifted.reshape(-1)[_target_positions(xp, index, x.shape[-1])]
     return log_total[..., 0] - picked.reshape(index.shape), (shifted, log_total)
 
 
 def _softmax_cross_entropy_vjp(g: Any, ans: Any, x: Any, index: Any, res: tuple) -> tuple:
-    shifted, log_total = res
     xp = xp_of(g)
+    if res is None:  # an empty input
+        return (xp.zeros_like(x),)
+    shifted, log_total = res
     grad = xp.ascontiguousarray(xp.exp(shifted - log_total) * g[..., None])  # softmax(x) g
     flat = grad.reshape(-1)  # a view: grad is C-ordered
     flat[_target_positions(xp, index, x.shape[-1])] -= g.reshape(-1)  # minus g at the target
