@@ -90,9 +90,11 @@ class Optimizer:
 
     def _update_together(self, live: list) -> bool:
         params = [self.params[i] for i in live]
-        if not self.elementwise or len(params) < 2 or any(  # parameters owning their arrays, one dtype
-                type(p.data) is not np.ndarray or p.data.base is not None or p.dtype != params[0].dtype
-                for p in params):
+        if not self.elementwise or len(params) < 2:
+            return False
+        dtype = params[0].data.dtype
+        if any([type(p.data) is not np.ndarray or p.data.base is not None or p.data.dtype != dtype
+                for p in params]):  # parameters owning their arrays, one dtype
             return False
         flat = self._flat_state(live, params)
         if flat is None:
@@ -101,7 +103,7 @@ class Optimizer:
         grads = np.concatenate([p.grad.data.ravel() for p in params])
         self.update(Tensor._make(data, False, None), grads, flat["state"])
         for p, (start, stop) in zip(params, flat["spans"]):
-            np.copyto(p.data, data[start:stop].reshape(p.shape))
+            np.copyto(p.data, data[start:stop].reshape(p.data.shape))
         states = [self.state[i] for i in live]
         for key, value in flat["state"].items():  # each parameter's state: views of the joint arrays
             if not isinstance(value, np.ndarray):

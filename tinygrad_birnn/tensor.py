@@ -188,7 +188,7 @@ class Tensor(ConversionMixin, InPlaceMixin, ShapeMixin):
 
     def _accumulate(self, g: Any) -> None:
         if self.grad is None:
-            self.grad = Tensor._make(xp_of(g).array(g, dtype=self.dtype, copy=True), False, None)
+            self.grad = Tensor._make(xp_of(g).array(g, dtype=self.data.dtype, copy=True), False, None)
         else:
             self.grad.data += g
 
