@@ -110,7 +110,8 @@ def test_split_k_cuts_only_routed_gpu_products_with_room(monkeypatch):
     assert [batched.split_k(k, None) for k in (1024, 64, 32, 24)] == [4, 4, 2, 1]
     product = batched.StepProduct(np, np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3), batch=5, split=4)
     state = np.random.default_rng(0).standard_normal((5, 2, 8))        # (B, D, K), batch-major
-    parts = product(state.swapaxes(0, 1))                              # given as the step's (D, B, K) view
+    mm, w, out = product.call                                          # what the loops call
+    parts = mm(state.swapaxes(0, 1), w, out=out)                       # given as the step's (D, B, K) view
     assert len(parts) == 4 and parts[0].shape == (2, 5, 3)
     expected = np.matmul(state.swapaxes(0, 1), np.arange(2 * 8 * 3, dtype=float).reshape(2, 8, 3))
     np.testing.assert_allclose(sum(parts), expected, rtol=1e-12)

@@ -54,8 +54,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
                               and bias.shape == (weight.shape[0],)))
     )
     if fast:  # the common case as one node: the same numbers as the composition below
-        xp_of(x.data, weight.data)
         inputs = (x, weight) if bias is None else (x, weight, bias)
+        xp_of(*[t.data for t in inputs])  # raises where they live on different backends
         return apply(PRIMITIVES["linear"], *inputs)
     y = x @ weight.T
     return y if bias is None else y + bias

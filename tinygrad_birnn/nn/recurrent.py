@@ -147,7 +147,7 @@ class RNNBase(Module):
         n_states = 2 if self.mode == "LSTM" else 1
         shape = (L * D, B, H) if batched else (L * D, H)
         if hx is None:
-            return (Tensor._make(xp_of(x.data).zeros((L * D, B, H), dtype=x.dtype), False, None),) * n_states
+            return (zeros((L * D, B, H), dtype=x.dtype),) * n_states
         if self.mode == "LSTM":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"LSTM: hx must be a tuple (h_0, c_0) of two tensors of shape {shape}; "

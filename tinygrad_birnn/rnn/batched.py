@@ -58,9 +58,6 @@ class StepProduct:
         self.parts = [self.out.reshape(D, split, batch, N)[:, j] for j in range(split)]
         self.call = (self.product, self.w, self.out)  # what the loops call: mm(state, w, out=out)
 
-    def __call__(self, state: Any) -> list:
-        return self.product(state, self.w, self.out)
-
     def product(self, state: Any, w: Any, out: Any) -> list:
         D, B, K = state.shape
         pieces = state.swapaxes(0, 1).reshape(B, D * self.split, self.inner).transpose(1, 0, 2)

@@ -176,10 +176,6 @@ class Product:
         self.w, self.out = w, xp.empty((batch, w.shape[1]), dtype=w.dtype)
         self.call = (np.matmul if xp is np else matmul, self.w, self.out)
 
-    def __call__(self, state: Any) -> Any:
-        mm, w, out = self.call
-        return mm(state, w, out=out)
-
 
 def in_schedule_order(a: Any, d: int) -> Any:
     """A time-ordered array (T, ...) as direction d steps through it: itself, or reversed for d = 1."""
